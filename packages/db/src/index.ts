@@ -1,0 +1,10 @@
+export * from './client';
+export * from './errors';
+export * from './ids';
+export * from './schema/index';
+export * from './queries/jobs';
+export * from './queries/teams';
+export * from './queries/projects';
+export * from './queries/cms';
+export { runMigrations, MIGRATIONS_DIR } from './migrate';
+export * as schema from './schema/index';

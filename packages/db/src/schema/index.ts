@@ -1,0 +1,5 @@
+export * from './teams';
+export * from './projects';
+export * from './cms';
+export * from './jobs';
+export * from './staff';

@@ -1,0 +1,166 @@
+import { sql } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import type pg from 'pg';
+import { jobChunks, jobs, schema, type Database, type Db, type JobRow } from '@platform/db';
+import { FencedError, InjectedFault, StopRun, type StopReason } from './errors';
+
+export interface ChunkTimeouts {
+  /** `SET LOCAL lock_timeout`: a chunk never queues long behind someone else's lock. */
+  lockTimeoutMs: number;
+  /** `SET LOCAL statement_timeout`: a runaway statement is cut off, the chunk rolls back and is retried. */
+  statementTimeoutMs: number;
+}
+
+/** Test-only fault injection, enabled by the worker's configuration alone. */
+export interface ChunkFault {
+  /** Which chunk (its 1-based sequence number) to break, after its writes and before its commit. */
+  atChunk: number;
+  action: 'throw' | 'kill';
+}
+
+export interface ChunkRunnerOptions extends ChunkTimeouts {
+  fault?: ChunkFault;
+  /** Asked at every chunk boundary: a reason to stop (shutdown, fairness yield, …) or null. */
+  shouldStop?: () => StopReason | null;
+}
+
+export interface ChunkWriter {
+  /** Drizzle bound to the chunk's transaction. */
+  db: Db;
+  /** The raw connection of the transaction, for COPY and other driver-level work. */
+  client: pg.PoolClient;
+}
+
+export interface Chunk<C> {
+  /** The checkpoint once this chunk is committed. */
+  checkpoint: C;
+  /** Progress once this chunk is committed. */
+  done: number;
+  total?: number | null;
+  /** Rows (or operations) this chunk covers, for the chunk timeline. */
+  rows: number;
+  /** The chunk's writes; runs inside the chunk transaction. Absent for a checkpoint-only chunk. */
+  write?: (w: ChunkWriter) => Promise<void>;
+}
+
+let faultFired = false;
+
+/**
+ * One run of a job, holding the lease it was claimed with. Every chunk is one short transaction:
+ * `SET LOCAL` timeouts, the chunk's writes, then the checkpoint advanced in the same transaction,
+ * guarded by the lease and chunk sequence the run started from. A guard that matches no row means
+ * the run is stale; the transaction rolls back and nothing of the chunk is kept.
+ */
+export class JobRun<C = unknown> {
+  readonly jobId: string;
+  readonly teamId: string;
+  readonly lease: number;
+  chunkSeq: number;
+  checkpoint: C | null;
+  /** Longest chunk transaction of this run, in ms (for logs and benchmarks). */
+  longestChunkMs = 0;
+
+  constructor(
+    private readonly database: Database,
+    row: JobRow,
+    private readonly opts: ChunkRunnerOptions,
+  ) {
+    this.jobId = row.id;
+    this.teamId = row.teamId;
+    this.lease = row.lease;
+    this.chunkSeq = row.chunkSeq;
+    this.checkpoint = (row.checkpoint as C | null) ?? null;
+  }
+
+  /** Throws StopRun when the run must stop here; call between chunks. */
+  boundary(cancelRequested = false): void {
+    if (cancelRequested) throw new StopRun('cancelled');
+    const reason = this.opts.shouldStop?.();
+    if (reason) throw new StopRun(reason);
+  }
+
+  async commit(chunk: Chunk<C>): Promise<void> {
+    const started = performance.now();
+    const client = await this.database.pool.connect();
+    let cancelRequested = false;
+    let release: ((err?: Error) => void) | undefined = client.release.bind(client);
+    try {
+      await client.query('begin');
+      try {
+        await client.query(
+          `select set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)`,
+          [`${this.opts.lockTimeoutMs}ms`, `${this.opts.statementTimeoutMs}ms`],
+        );
+        const tx = drizzle(client, { schema });
+        if (chunk.write) await chunk.write({ db: tx, client });
+        this.maybeFault();
+        const seq = this.chunkSeq + 1;
+        const guarded = await tx
+          .update(jobs)
+          .set({
+            checkpoint: chunk.checkpoint,
+            chunkSeq: seq,
+            progressDone: chunk.done,
+            ...(chunk.total !== undefined ? { progressTotal: chunk.total } : {}),
+            updatedAt: sql`now()`,
+          })
+          .where(
+            sql`${jobs.id} = ${this.jobId} and ${jobs.lease} = ${this.lease} and ${jobs.chunkSeq} = ${this.chunkSeq} and ${jobs.status} = 'active'`,
+          )
+          .returning({ cancelRequestedAt: jobs.cancelRequestedAt });
+        if (guarded.length === 0) {
+          throw new FencedError(`job ${this.jobId}: lease ${this.lease} / chunk ${this.chunkSeq} is no longer current`);
+        }
+        cancelRequested = guarded[0]!.cancelRequestedAt !== null;
+        await tx.insert(jobChunks).values({
+          jobId: this.jobId,
+          seq,
+          lease: this.lease,
+          rows: chunk.rows,
+          durationMs: Math.round(performance.now() - started),
+        });
+        await client.query('commit');
+        this.chunkSeq = seq;
+        this.checkpoint = chunk.checkpoint;
+      } catch (err) {
+        await client.query('rollback').catch(() => {
+          // The connection is broken; drop it from the pool instead of reusing it.
+          release?.(err as Error);
+          release = undefined;
+        });
+        throw err;
+      }
+    } finally {
+      release?.();
+    }
+    this.longestChunkMs = Math.max(this.longestChunkMs, performance.now() - started);
+    this.boundary(cancelRequested);
+  }
+
+  private maybeFault(): void {
+    const f = this.opts.fault;
+    if (!f || faultFired || this.chunkSeq + 1 !== f.atChunk) return;
+    faultFired = true;
+    if (f.action === 'kill') process.kill(process.pid, 'SIGKILL');
+    throw new InjectedFault(`injected fault inside chunk ${f.atChunk}`);
+  }
+}
+
+/**
+ * Drives a run to the end: asks `plan` for the next chunk (reads happen there, outside any
+ * transaction), commits it, and repeats until `plan` returns null. Resumes from the run's
+ * committed checkpoint, or `initial` on a first run.
+ */
+export async function runChunks<C>(
+  run: JobRun<C>,
+  initial: C,
+  plan: (checkpoint: C) => Promise<Chunk<C> | null>,
+): Promise<C> {
+  let cp = run.checkpoint ?? initial;
+  for (;;) {
+    const chunk = await plan(cp);
+    if (!chunk) return cp;
+    await run.commit(chunk);
+    cp = chunk.checkpoint;
+  }
+}

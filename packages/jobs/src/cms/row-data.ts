@@ -1,0 +1,51 @@
+import type { CmsField } from '@platform/db';
+
+export interface FieldProblem {
+  field: string;
+  message: string;
+}
+
+const ISO_DATETIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+
+function checkValue(field: CmsField, value: unknown): string | undefined {
+  switch (field.type) {
+    case 'text':
+      return typeof value === 'string' ? undefined : 'must be a string';
+    case 'number':
+      return typeof value === 'number' && Number.isFinite(value) ? undefined : 'must be a finite number';
+    case 'boolean':
+      return typeof value === 'boolean' ? undefined : 'must be true or false';
+    case 'datetime':
+      return typeof value === 'string' && ISO_DATETIME.test(value) && !Number.isNaN(Date.parse(value))
+        ? undefined
+        : 'must be an ISO-8601 date-time string';
+    case 'json':
+      return undefined;
+  }
+}
+
+/**
+ * Checks a row's data against the table's fields: known fields only, right types, required ones
+ * present. Returns every problem (empty when the row fits).
+ */
+export function validateRowData(fields: readonly CmsField[], data: unknown): FieldProblem[] {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    return [{ field: '', message: 'row data must be an object keyed by field name' }];
+  }
+  const problems: FieldProblem[] = [];
+  const record = data as Record<string, unknown>;
+  const byName = new Map(fields.map((f) => [f.name, f]));
+  for (const key of Object.keys(record)) {
+    if (!byName.has(key)) problems.push({ field: key, message: 'is not a field of this table' });
+  }
+  for (const f of fields) {
+    const v = record[f.name];
+    if (v === undefined || v === null) {
+      if (f.required) problems.push({ field: f.name, message: 'is required' });
+      continue;
+    }
+    const msg = checkValue(f, v);
+    if (msg) problems.push({ field: f.name, message: msg });
+  }
+  return problems;
+}

@@ -1,0 +1,13 @@
+// The light entry point: definitions, producer and stores. Processor code is under `./processors`.
+export * from './define-job';
+export * from './catalog';
+export * from './queues';
+export * from './producer';
+export * from './connection';
+export * from './blob-store';
+export * from './errors';
+export { validateRowData, type FieldProblem } from './cms/row-data';
+export { bulkWriteJob, bulkOperationSchema, MAX_BULK_OPERATIONS, identifierSchema, MAX_IDENTIFIER_LENGTH, type BulkOperation } from './cms-bulk-write/definition';
+export { importJob } from './cms-import/definition';
+export { exportJob } from './cms-export/definition';
+export { publishJob } from './project-publish/definition';

@@ -1,0 +1,56 @@
+import type { Readable } from 'node:stream';
+
+export interface Line {
+  text: string;
+  /** Byte offset just past this line's newline: where a resumed reader starts. */
+  end: number;
+}
+
+/**
+ * Splits a byte stream into lines, tracking byte offsets so a checkpoint can name a position in
+ * the file and a resumed run can seek straight to it. Memory holds one read buffer and one line.
+ */
+export async function* readLines(stream: Readable, startByte = 0): AsyncGenerator<Line> {
+  let pending: Buffer[] = [];
+  let pendingLen = 0;
+  let offset = startByte;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    let from = 0;
+    for (;;) {
+      const nl = chunk.indexOf(0x0a, from);
+      if (nl === -1) break;
+      const part = chunk.subarray(from, nl);
+      const buf = pendingLen ? Buffer.concat([...pending, part], pendingLen + part.length) : part;
+      offset += buf.length + 1;
+      pending = [];
+      pendingLen = 0;
+      yield { text: stripCr(buf.toString('utf8')), end: offset };
+      from = nl + 1;
+    }
+    if (from < chunk.length) {
+      const rest = chunk.subarray(from);
+      pending.push(rest);
+      pendingLen += rest.length;
+    }
+  }
+  if (pendingLen) {
+    const buf = Buffer.concat(pending, pendingLen);
+    offset += buf.length;
+    yield { text: stripCr(buf.toString('utf8')), end: offset };
+  }
+}
+
+function stripCr(s: string): string {
+  return s.endsWith('\r') ? s.slice(0, -1) : s;
+}
+
+/** Pulls up to `n` items from an iterator (shared across chunks of one run). */
+export async function take<T>(it: AsyncIterator<T>, n: number): Promise<T[]> {
+  const out: T[] = [];
+  while (out.length < n) {
+    const r = await it.next();
+    if (r.done) break;
+    out.push(r.value);
+  }
+  return out;
+}

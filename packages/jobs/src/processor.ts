@@ -1,0 +1,25 @@
+import type { Database } from '@platform/db';
+import type { BlobStore } from './blob-store';
+import type { JobRun } from './chunk-runner';
+
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/** What a processor gets: its run (lease, checkpoint, chunk commits), the parsed payload and the stores. */
+export interface ProcessorContext<P> {
+  run: JobRun<any>;
+  payload: P;
+  jobId: string;
+  teamId: string;
+  database: Database;
+  blobs: BlobStore;
+  log: Logger;
+  /** Chunk size in rows or operations: chunks must commit in a fraction of a second. */
+  chunkSize: number;
+}
+
+/** Returns the job's result; may throw JobInputError (bad input), StopRun or plain errors (transient). */
+export type Processor<P = any> = (ctx: ProcessorContext<P>) => Promise<unknown>;
