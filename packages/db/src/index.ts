@@ -6,5 +6,6 @@ export * from './queries/jobs';
 export * from './queries/teams';
 export * from './queries/projects';
 export * from './queries/cms';
+export * from './queries/staff';
 export { runMigrations, MIGRATIONS_DIR } from './migrate';
 export * as schema from './schema/index';

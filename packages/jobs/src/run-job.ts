@@ -65,6 +65,11 @@ export async function runBullJob(job: Job, token: string | undefined, deps: Runn
   const processor = deps.processors[type];
   if (!def || !processor) throw new UnrecoverableError(`no processor for job type ${type}`);
 
+  if (deps.chunk.shouldStop?.() === 'shutdown') {
+    // Shutting down before the run started: give the delivery back untouched for another worker.
+    await job.moveToDelayed(Date.now(), token);
+    throw new DelayedError();
+  }
   const claim = await claimJob(deps.database.db, jobId, deps.owner);
   if (claim.kind === 'missing' || claim.kind === 'ended') {
     return { outcome: 'skipped', reason: claim.kind === 'ended' ? claim.job.status : 'missing' };

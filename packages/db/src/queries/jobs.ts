@@ -193,3 +193,16 @@ export async function failUnqueued(db: DbOrTx, id: string, error: JobErrorInfo):
     .set({ status: 'failed', error, finishedAt: sql`now()`, updatedAt: sql`now()` })
     .where(and(eq(jobs.id, id), eq(jobs.status, 'queued')));
 }
+
+/**
+ * BullMQ gave up on a delivery (stalled past its limit: the process died mid-run too often).
+ * Ends the row as failed, unless a newer dispatch (a hand-back or a retry) has taken over.
+ */
+export async function failDispatch(db: DbOrTx, id: string, dispatch: number, error: JobErrorInfo): Promise<boolean> {
+  const rows = await db
+    .update(jobs)
+    .set({ status: 'failed', error, finishedAt: sql`now()`, updatedAt: sql`now()`, leaseOwner: null })
+    .where(and(eq(jobs.id, id), inArray(jobs.status, ACTIVE_STATUSES), eq(jobs.dispatches, dispatch)))
+    .returning({ id: jobs.id });
+  return rows.length > 0;
+}

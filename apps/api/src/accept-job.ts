@@ -1,0 +1,148 @@
+import { createHash } from 'node:crypto';
+import { and, eq, lte, sql } from 'drizzle-orm';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import {
+  failUnqueued,
+  getJob,
+  idempotencyKeys,
+  insertJob,
+
+  uuidv7,
+  type Db,
+  type JobRow,
+} from '@platform/db';
+import { EnvelopeTooLargeError, jobDefinition, type JobName, type Producer } from '@platform/jobs';
+import { AppError, isRedisUnavailable } from './errors';
+import { presentJob } from './present';
+
+export interface AcceptDeps {
+  db: Db;
+  producer: Producer;
+}
+
+export interface AcceptSpec {
+  type: JobName;
+  /** Identifies the request for Idempotency-Key reuse checks: route, parameters and body. */
+  fingerprint: string;
+  /** Stores bulk input (outside Redis) and returns the payload; runs only for a new job. */
+  prepare(jobId: string): Promise<{ payload: Record<string, unknown>; total?: number | null }>;
+  /** Undoes `prepare` when no job was created after all (idempotent replay, enqueue failure). */
+  discard?(jobId: string): Promise<void>;
+}
+
+const IDEMPOTENCY_WINDOW = sql`interval '24 hours'`;
+const KEY_RE = /^[\x21-\x7e]{1,255}$/;
+
+export function fingerprint(parts: unknown[]): string {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(typeof p === 'string' ? p : JSON.stringify(p)).update('\0');
+  return h.digest('hex');
+}
+
+class Replay extends Error {}
+
+async function replay(db: Db, teamId: string, key: string, fp: string): Promise<JobRow | undefined> {
+  const [k] = await db
+    .select()
+    .from(idempotencyKeys)
+    .where(
+      and(
+        eq(idempotencyKeys.teamId, teamId),
+        eq(idempotencyKeys.key, key),
+        sql`${idempotencyKeys.createdAt} > now() - ${IDEMPOTENCY_WINDOW}`,
+      ),
+    );
+  if (!k) return undefined;
+  if (k.requestHash !== fp) {
+    throw new AppError('conflict', 'this Idempotency-Key was already used with another request');
+  }
+  const job = await getJob(db, k.jobId, teamId);
+  if (!job) throw new AppError('conflict', 'this Idempotency-Key names a job that no longer exists');
+  return job;
+}
+
+/**
+ * The request path of every heavy operation (ARCHITECTURE invariant 1): store the input outside
+ * Redis, record the job and its idempotency key in one transaction, enqueue, answer 202. Replays of
+ * an Idempotency-Key answer 200 with the first job; the Postgres unique key settles races.
+ */
+export async function acceptJob(deps: AcceptDeps, req: FastifyRequest, reply: FastifyReply, spec: AcceptSpec) {
+  const { db, producer } = deps;
+  const teamId = req.teamId;
+  const rawKey = req.headers['idempotency-key'];
+  const key = Array.isArray(rawKey) ? rawKey[0] : rawKey;
+  if (key !== undefined && !KEY_RE.test(key)) {
+    throw new AppError('validation_failed', 'Idempotency-Key must be 1 to 255 visible ASCII characters');
+  }
+  const def = jobDefinition(spec.type)!;
+  if (key) {
+    const existing = await replay(db, teamId, key, spec.fingerprint);
+    if (existing) return reply.status(200).header('location', `/v1/jobs/${existing.id}`).send(presentJob(existing));
+  }
+
+  const jobId = uuidv7();
+  const { payload, total } = await spec.prepare(jobId);
+  let row: JobRow;
+  try {
+    row = await db.transaction(async (tx) => {
+      const created = await insertJob(tx, {
+        id: jobId,
+        teamId,
+        type: def.name,
+        queue: def.queue,
+        payload,
+        lockKeys: def.lockKeys(def.payload.parse(payload)),
+        progressTotal: total ?? null,
+      });
+      if (key) {
+        await tx
+          .delete(idempotencyKeys)
+          .where(
+            and(
+              eq(idempotencyKeys.teamId, teamId),
+              eq(idempotencyKeys.key, key),
+              lte(idempotencyKeys.createdAt, sql`now() - ${IDEMPOTENCY_WINDOW}`),
+            ),
+          );
+        const inserted = await tx
+          .insert(idempotencyKeys)
+          .values({ teamId, key, requestHash: spec.fingerprint, jobId })
+          .onConflictDoNothing()
+          .returning({ jobId: idempotencyKeys.jobId });
+        if (inserted.length === 0) throw new Replay();
+      }
+      return created;
+    });
+  } catch (err) {
+    await spec.discard?.(jobId).catch(() => {});
+    if (err instanceof Replay && key) {
+      const existing = await replay(db, teamId, key, spec.fingerprint);
+      if (existing) return reply.status(200).header('location', `/v1/jobs/${existing.id}`).send(presentJob(existing));
+    }
+    throw err;
+  }
+
+  try {
+    await producer.dispatch(row);
+  } catch (err) {
+    // No job is left behind: the row ends failed, the key is freed for a retry, the input dropped.
+    const refused = err instanceof EnvelopeTooLargeError;
+    const code = refused ? 'validation_failed' : 'dependency_unavailable';
+    await failUnqueued(db, row.id, { code, message: err instanceof Error ? err.message : String(err) }).catch(() => {});
+    if (key) {
+      await db
+        .delete(idempotencyKeys)
+        .where(and(eq(idempotencyKeys.teamId, teamId), eq(idempotencyKeys.key, key)))
+        .catch(() => {});
+    }
+    await spec.discard?.(jobId).catch(() => {});
+    if (refused) throw new AppError('validation_failed', (err as Error).message);
+    if (isRedisUnavailable(err) || !(err instanceof AppError)) {
+      req.log.warn({ err: String(err), jobId }, 'enqueue failed');
+      throw new AppError('dependency_unavailable', 'the job queue (Redis) does not answer; nothing was queued, try again shortly');
+    }
+    throw err;
+  }
+  return reply.status(202).header('location', `/v1/jobs/${row.id}`).send(presentJob(row));
+}
+

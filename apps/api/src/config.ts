@@ -1,0 +1,46 @@
+import path from 'node:path';
+import { z } from 'zod';
+import { DEFAULT_QUEUE_PREFIX } from '@platform/jobs';
+
+const int = (def: number) => z.coerce.number().int().positive().default(def);
+
+const schema = z
+  .object({
+    DATABASE_URL: z.string().min(1),
+    REDIS_URL: z.string().min(1),
+    ADMIN_TOKEN: z.string().min(16, 'ADMIN_TOKEN must be at least 16 characters'),
+    API_PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+    API_HOST: z.string().default('0.0.0.0'),
+    QUEUE_PREFIX: z.string().min(1).default(DEFAULT_QUEUE_PREFIX),
+    BLOB_DIR: z.string().min(1).optional(),
+    API_DB_POOL_MAX: int(10),
+    /** JSON bodies of the small routes. */
+    API_BODY_LIMIT_BYTES: int(1024 * 1024),
+    /** Bulk writes take up to 100,000 operations. */
+    API_BULK_BODY_LIMIT_BYTES: int(64 * 1024 * 1024),
+    LOG_LEVEL: z.string().default('info'),
+  })
+  .transform((c) => ({
+    databaseUrl: c.DATABASE_URL,
+    redisUrl: c.REDIS_URL,
+    adminToken: c.ADMIN_TOKEN,
+    port: c.API_PORT,
+    host: c.API_HOST,
+    queuePrefix: c.QUEUE_PREFIX,
+    blobDir: path.resolve(c.BLOB_DIR ?? path.join(process.env.INIT_CWD ?? process.cwd(), '.data/blobs')),
+    poolMax: c.API_DB_POOL_MAX,
+    bodyLimit: c.API_BODY_LIMIT_BYTES,
+    bulkBodyLimit: c.API_BULK_BODY_LIMIT_BYTES,
+    logLevel: c.LOG_LEVEL,
+  }));
+
+export type ApiConfig = z.output<typeof schema>;
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): ApiConfig {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || 'config'}: ${i.message}`);
+    throw new Error(`invalid API configuration:\n${lines.join('\n')}`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,87 @@
+import path from 'node:path';
+import { z } from 'zod';
+import { DEFAULT_QUEUE_PREFIX, QUEUE_NAMES } from '@platform/jobs';
+import type { ChunkFault } from '@platform/jobs/processors';
+
+const int = (def: number) => z.coerce.number().int().positive().default(def);
+
+const schema = z
+  .object({
+    DATABASE_URL: z.string().min(1),
+    REDIS_URL: z.string().min(1),
+    QUEUE_PREFIX: z.string().min(1).default(DEFAULT_QUEUE_PREFIX),
+    BLOB_DIR: z.string().min(1).optional(),
+    WORKER_PORT: z.coerce.number().int().min(0).max(65535).default(3002),
+    WORKER_QUEUES: z.string().default('all'),
+    WORKER_CONCURRENCY: int(4),
+    /** Connections this process may hold; one more than the concurrency, for housekeeping. */
+    WORKER_DB_POOL_MAX: z.coerce.number().int().positive().optional(),
+    WORKER_CHUNK_SIZE: int(2_000),
+    WORKER_LOCK_TIMEOUT_MS: int(2_000),
+    WORKER_STATEMENT_TIMEOUT_MS: int(15_000),
+    WORKER_IDLE_IN_TX_TIMEOUT_MS: int(30_000),
+    WORKER_LOCK_DURATION_MS: int(30_000),
+    WORKER_STALLED_INTERVAL_MS: int(30_000),
+    WORKER_MAX_STALLED_COUNT: int(3),
+    WORKER_BLOCKED_RETRY_MS: int(500),
+    /** Bounded below the orchestrator's grace period (compose and Kubernetes default to 30 s). */
+    WORKER_SHUTDOWN_TIMEOUT_MS: int(20_000),
+    /** Test-only fault injection inside a chunk transaction: `throw@N` or `kill@N`. */
+    CHUNK_FAULT: z
+      .string()
+      .regex(/^(throw|kill)@\d+$/, 'CHUNK_FAULT is throw@N or kill@N')
+      .optional(),
+    LOG_LEVEL: z.string().default('info'),
+  })
+  .transform((c, ctx) => {
+    const queues = c.WORKER_QUEUES === 'all' ? QUEUE_NAMES : c.WORKER_QUEUES.split(',').map((q) => q.trim());
+    for (const q of queues) {
+      if (!QUEUE_NAMES.includes(q)) {
+        ctx.addIssue({ code: 'custom', message: `WORKER_QUEUES: unknown queue ${q} (known: ${QUEUE_NAMES.join(', ')})` });
+      }
+    }
+    const poolMax = c.WORKER_DB_POOL_MAX ?? c.WORKER_CONCURRENCY + 1;
+    if (poolMax < c.WORKER_CONCURRENCY + 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `WORKER_DB_POOL_MAX (${poolMax}) must be at least WORKER_CONCURRENCY + 1 (${c.WORKER_CONCURRENCY + 1})`,
+      });
+    }
+    let fault: ChunkFault | undefined;
+    if (c.CHUNK_FAULT) {
+      const [action, at] = c.CHUNK_FAULT.split('@') as ['throw' | 'kill', string];
+      fault = { action, atChunk: Number(at) };
+    }
+    return {
+      databaseUrl: c.DATABASE_URL,
+      redisUrl: c.REDIS_URL,
+      queuePrefix: c.QUEUE_PREFIX,
+      blobDir: path.resolve(c.BLOB_DIR ?? path.join(process.env.INIT_CWD ?? process.cwd(), '.data/blobs')),
+      port: c.WORKER_PORT,
+      queues,
+      concurrency: c.WORKER_CONCURRENCY,
+      poolMax,
+      chunkSize: c.WORKER_CHUNK_SIZE,
+      lockTimeoutMs: c.WORKER_LOCK_TIMEOUT_MS,
+      statementTimeoutMs: c.WORKER_STATEMENT_TIMEOUT_MS,
+      idleInTxTimeoutMs: c.WORKER_IDLE_IN_TX_TIMEOUT_MS,
+      lockDurationMs: c.WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: c.WORKER_STALLED_INTERVAL_MS,
+      maxStalledCount: c.WORKER_MAX_STALLED_COUNT,
+      blockedRetryMs: c.WORKER_BLOCKED_RETRY_MS,
+      shutdownTimeoutMs: c.WORKER_SHUTDOWN_TIMEOUT_MS,
+      fault,
+      logLevel: c.LOG_LEVEL,
+    };
+  });
+
+export type WorkerConfig = z.output<typeof schema>;
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): WorkerConfig {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || 'config'}: ${i.message}`);
+    throw new Error(`invalid worker configuration:\n${lines.join('\n')}`);
+  }
+  return parsed.data;
+}

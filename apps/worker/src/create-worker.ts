@@ -1,0 +1,152 @@
+import http from 'node:http';
+import os from 'node:os';
+import { Worker, type Job } from 'bullmq';
+import type { Logger as PinoLogger } from 'pino';
+import { createDatabase, failDispatch, type Database } from '@platform/db';
+import { assertNoEviction, createRedis, FsBlobStore, Producer, waitReady } from '@platform/jobs';
+import { processors, runBullJob, type RunnerDeps } from '@platform/jobs/processors';
+import type { WorkerConfig } from './config';
+import { Semaphore } from './semaphore';
+
+export interface WorkerRuntime {
+  database: Database;
+  /** Listening port of /healthz and /metrics (useful when configured as 0). */
+  port: number;
+  close(): Promise<void>;
+}
+
+function bullDispatch(job: Job): { rowId: string; dispatch: number } | undefined {
+  const m = /^(.+)\.(\d+)$/.exec(job.id ?? '');
+  return m ? { rowId: m[1]!, dispatch: Number(m[2]) } : undefined;
+}
+
+/**
+ * Wires one worker process: a pool sized to its concurrency, one BullMQ Worker per queue it
+ * drains, a process-wide slot semaphore (so the pool is never asked for more than it has),
+ * and a health server.
+ */
+export async function startWorker(config: WorkerConfig, log: PinoLogger): Promise<WorkerRuntime> {
+  const database = createDatabase({
+    url: config.databaseUrl,
+    max: config.poolMax,
+    applicationName: 'worker',
+    idleInTransactionTimeoutMs: config.idleInTxTimeoutMs,
+  });
+  const redis = createRedis(config.redisUrl, 'worker');
+  await waitReady(redis, 30_000);
+  await assertNoEviction(redis);
+  const producer = new Producer(redis, config.queuePrefix);
+  const blobs = new FsBlobStore(config.blobDir);
+  const slots = new Semaphore(config.concurrency);
+  const owner = `${os.hostname()}:${process.pid}`;
+  let shuttingDown = false;
+  const counters = { completed: 0, failed: 0, handedBack: 0, fenced: 0 };
+
+  const deps: RunnerDeps = {
+    database,
+    blobs,
+    producer,
+    log,
+    owner,
+    chunkSize: config.chunkSize,
+    blockedRetryMs: config.blockedRetryMs,
+    processors,
+    chunk: {
+      lockTimeoutMs: config.lockTimeoutMs,
+      statementTimeoutMs: config.statementTimeoutMs,
+      fault: config.fault,
+      shouldStop: () => (shuttingDown ? 'shutdown' : null),
+    },
+  };
+
+  const workers = config.queues.map((queue) => {
+    const worker = new Worker(
+      queue,
+      async (job, token) => {
+        const release = await slots.acquire();
+        try {
+          const out = await runBullJob(job, token, deps);
+          if (out.outcome === 'completed') counters.completed++;
+          if (out.outcome === 'handed_back') counters.handedBack++;
+          if (out.outcome === 'fenced') counters.fenced++;
+          return out;
+        } finally {
+          release();
+        }
+      },
+      {
+        connection: redis,
+        prefix: config.queuePrefix,
+        concurrency: config.concurrency,
+        lockDuration: config.lockDurationMs,
+        stalledInterval: config.stalledIntervalMs,
+        maxStalledCount: config.maxStalledCount,
+      },
+    );
+    worker.on('error', (err) => log.error({ err: err.message, queue }, 'worker error'));
+    worker.on('failed', (job, err) => {
+      counters.failed++;
+      if (!job) return;
+      const d = bullDispatch(job);
+      // BullMQ failed the delivery without our processor ending the row (stalled past its limit).
+      if (d && /stalled/i.test(err.message)) {
+        failDispatch(database.db, d.rowId, d.dispatch, { code: 'stalled', message: err.message }).catch((e) =>
+          log.error({ err: String(e) }, 'could not record stalled job'),
+        );
+      }
+    });
+    return worker;
+  });
+
+  const server = http.createServer((req, res) => {
+    if (req.url === '/healthz') {
+      res.writeHead(shuttingDown ? 503 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ status: shuttingDown ? 'stopping' : 'ok' }));
+    } else if (req.url === '/metrics') {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+      res.end(
+        [
+          '# TYPE worker_jobs_total counter',
+          ...Object.entries(counters).map(([k, v]) => `worker_jobs_total{outcome="${k}"} ${v}`),
+          '# TYPE worker_slots_in_use gauge',
+          `worker_slots_in_use ${slots.inUse}`,
+          '',
+        ].join('\n'),
+      );
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code: 'not_found', message: 'no such route' } }));
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(config.port, resolve));
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.port;
+  log.info({ queues: config.queues, concurrency: config.concurrency, poolMax: config.poolMax, port }, 'worker started');
+
+  let closing: Promise<void> | undefined;
+  return {
+    database,
+    port,
+    close() {
+      closing ??= (async () => {
+        // Stop taking jobs; runs in hand stop at their next chunk boundary and hand back.
+        shuttingDown = true;
+        const graceful = Promise.all(workers.map((w) => w.close()));
+        const timedOut = await Promise.race([
+          graceful.then(() => false),
+          new Promise<boolean>((r) => setTimeout(() => r(true), config.shutdownTimeoutMs).unref()),
+        ]);
+        if (timedOut) {
+          log.warn({ timeoutMs: config.shutdownTimeoutMs }, 'workers did not stop in time; forcing');
+          await Promise.all(workers.map((w) => w.close(true).catch(() => {})));
+        }
+        await producer.close().catch(() => {});
+        server.close();
+        redis.disconnect();
+        await database.close();
+        log.info({}, 'worker stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,112 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { inject } from 'vitest';
+import { createDatabase, type Database } from '@platform/db';
+import { cloneTemplateDatabase } from '@platform/db/testing';
+import { createRedis, FsBlobStore, Producer } from '@platform/jobs';
+
+export const ROOT = path.resolve(import.meta.dirname, '..');
+export const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
+
+/** One test file's isolated world: its own database clone, queue prefix and blob folder. */
+export interface TestEnv {
+  databaseUrl: string;
+  redisUrl: string;
+  queuePrefix: string;
+  blobDir: string;
+  database: Database;
+  /** Environment for a spawned app process. */
+  env: Record<string, string>;
+  cleanup(): Promise<void>;
+}
+
+export async function createTestEnv(): Promise<TestEnv> {
+  const clone = await cloneTemplateDatabase(inject('pgAdminUrl'));
+  const redisUrl = inject('redisUrl');
+  const queuePrefix = `{t${randomBytes(4).toString('hex')}}`;
+  const blobDir = mkdtempSync(path.join(os.tmpdir(), 'blobs-'));
+  const database = createDatabase({ url: clone.url, max: 5, applicationName: 'test' });
+  return {
+    databaseUrl: clone.url,
+    redisUrl,
+    queuePrefix,
+    blobDir,
+    database,
+    env: {
+      DATABASE_URL: clone.url,
+      REDIS_URL: redisUrl,
+      QUEUE_PREFIX: queuePrefix,
+      BLOB_DIR: blobDir,
+      LOG_LEVEL: 'warn',
+    },
+    async cleanup() {
+      await database.close();
+      await clone.drop();
+      rmSync(blobDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+/** Builds the API in-process on the test env (requests go through `app.inject`). */
+export async function buildTestApi(t: TestEnv, env: Record<string, string> = {}) {
+  const { buildApp } = await import('../apps/api/src/app');
+  const { loadConfig } = await import('../apps/api/src/config');
+  const config = loadConfig({ ...t.env, ADMIN_TOKEN, API_PORT: '0', ...env });
+  const redis = createRedis(t.redisUrl, 'producer');
+  const producer = new Producer(redis, t.queuePrefix);
+  const database = createDatabase({ url: t.databaseUrl, max: 5, applicationName: 'api-test' });
+  return buildApp({ config, database, redis, producer, blobs: new FsBlobStore(t.blobDir) }, { ownsDeps: true });
+}
+
+export interface AppProcess {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves with the exit code or signal. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/** Starts a real app process (the worker, say) the way deployments do: tsx on its entry point. */
+export function spawnApp(entry: string, env: Record<string, string>): AppProcess {
+  const child = spawn(TSX, [path.join(ROOT, entry)], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    child,
+    output: () => out,
+    exited,
+    kill: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+  };
+}
+
+export async function waitFor<T>(
+  fn: () => Promise<T | undefined | null | false>,
+  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what ?? 'condition'}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 100));
+  }
+}
+
+export function bearer(token: string) {
+  return { authorization: `Bearer ${token}` };
+}
