@@ -9,7 +9,6 @@ import { cloneTemplateDatabase } from '@platform/db/testing';
 import { createRedis, FsBlobStore, Producer } from '@platform/jobs';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
-export const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
 
 /** One test file's isolated world: its own database clone, queue prefix and blob folder. */
 export interface TestEnv {
@@ -71,9 +70,12 @@ export interface AppProcess {
   kill(signal?: NodeJS.Signals): void;
 }
 
-/** Starts a real app process (the worker, say) the way deployments do: tsx on its entry point. */
+/**
+ * Starts a real app process (the worker, say) as deployments do. Node loads tsx as a hook in the
+ * same process (the `tsx` CLI would add a parent process), so signals reach the app itself.
+ */
 export function spawnApp(entry: string, env: Record<string, string>): AppProcess {
-  const child = spawn(TSX, [path.join(ROOT, entry)], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, entry)], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

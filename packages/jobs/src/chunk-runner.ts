@@ -130,11 +130,31 @@ export class JobRun<C = unknown> {
         });
         throw err;
       }
+    } catch (err) {
+      if (!(err instanceof FencedError) && !(err instanceof InjectedFault) && (await this.isStale())) {
+        // A write failed because another run moved on (it wrote the same rows): report the fencing.
+        throw new FencedError(`job ${this.jobId}: lease ${this.lease} is no longer current`, { cause: err });
+      }
+      throw err;
     } finally {
       release?.();
     }
     this.longestChunkMs = Math.max(this.longestChunkMs, performance.now() - started);
     this.boundary(cancelRequested);
+  }
+
+  /** True when another run holds the job now, or it ended; false when that cannot be told. */
+  private async isStale(): Promise<boolean> {
+    try {
+      const r = await this.database.pool.query<{ lease: number; status: string }>(
+        'select lease, status from jobs where id = $1',
+        [this.jobId],
+      );
+      const row = r.rows[0];
+      return !row || row.lease !== this.lease || row.status !== 'active';
+    } catch {
+      return false;
+    }
   }
 
   private maybeFault(): void {

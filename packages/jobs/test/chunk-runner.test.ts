@@ -1,0 +1,187 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { sql } from 'drizzle-orm';
+import {
+  claimJob,
+  createCmsTable,
+  createProject,
+  createTeam,
+  insertJob,
+  isTransientDbError,
+  requestCancel,
+  uuidv7,
+  type JobRow,
+} from '@platform/db';
+import { FencedError, InjectedFault, StopRun } from '@platform/jobs';
+import { JobRun } from '@platform/jobs/processors';
+import { insertRows } from '../src/cms/row-writes';
+import { createTestEnv, type TestEnv } from '../../../test/helpers';
+
+let t: TestEnv;
+let teamId: string;
+let table: { id: string; teamId: string };
+const timeouts = { lockTimeoutMs: 300, statementTimeoutMs: 5_000 };
+
+beforeAll(async () => {
+  t = await createTestEnv();
+  const db = t.database.db;
+  teamId = (await createTeam(db, 'chunky')).id;
+  const project = await createProject(db, teamId, 'p');
+  const tbl = await createCmsTable(db, { teamId, projectId: project.id, name: 't', fields: [{ name: 'n', type: 'number' }] });
+  table = { id: tbl.id, teamId };
+});
+afterAll(async () => t?.cleanup());
+
+let job: JobRow;
+beforeEach(async () => {
+  job = await insertJob(t.database.db, {
+    id: uuidv7(),
+    teamId,
+    type: 'cms.bulk_write',
+    queue: 'cms-bulk-write',
+    payload: {},
+    lockKeys: [`test:${uuidv7()}`],
+  });
+});
+
+async function claim(): Promise<JobRow> {
+  const c = await claimJob(t.database.db, job.id, 'test');
+  if (c.kind !== 'claimed') throw new Error(`expected a claim, got ${c.kind}`);
+  return c.job;
+}
+
+async function state() {
+  const rows = await t.database.pool.query('select count(*)::int as n from cms_rows where table_id = $1', [table.id]);
+  const j = await t.database.pool.query('select chunk_seq, checkpoint, progress_done::int as progress_done from jobs where id = $1', [job.id]);
+  const chunks = await t.database.pool.query('select seq, lease from job_chunks where job_id = $1 order by seq', [job.id]);
+  return { rows: rows.rows[0].n as number, job: j.rows[0], chunks: chunks.rows };
+}
+
+const rowsChunk = (n: number, cp: { at: number }) => ({
+  checkpoint: { at: cp.at + n },
+  done: cp.at + n,
+  total: 100,
+  rows: n,
+  write: async ({ client }: { client: import('pg').PoolClient }) => {
+    await insertRows(client, table, Array.from({ length: n }, (_, i) => ({ data: { n: cp.at + i } })));
+  },
+});
+
+describe('chunk runner', () => {
+  it('commits the writes, the checkpoint, the progress and a timeline entry together', async () => {
+    const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    const before = (await state()).rows;
+    await run.commit(rowsChunk(10, { at: 0 }));
+    await run.commit(rowsChunk(10, { at: 10 }));
+    const s = await state();
+    expect(s.rows - before).toBe(20);
+    expect(s.job).toMatchObject({ chunk_seq: 2, checkpoint: { at: 20 }, progress_done: 20 });
+    expect(s.chunks).toEqual([{ seq: 1, lease: 1 }, { seq: 2, lease: 1 }]);
+  });
+
+  it('leaves neither rows nor checkpoint behind when a chunk fails inside its transaction', async () => {
+    const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    await run.commit(rowsChunk(5, { at: 0 }));
+    const before = await state();
+    const failing = {
+      ...rowsChunk(7, { at: 5 }),
+      write: async (w: { client: import('pg').PoolClient }) => {
+        await rowsChunk(7, { at: 5 }).write(w);
+        throw new Error('boom after the writes');
+      },
+    };
+    await expect(run.commit(failing)).rejects.toThrow('boom after the writes');
+    const after = await state();
+    expect(after.rows).toBe(before.rows);
+    expect(after.job).toEqual(before.job);
+    expect(after.chunks).toEqual(before.chunks);
+    expect(run.chunkSeq).toBe(1);
+  });
+
+  it('injected faults (test hook) fire once, inside the chosen chunk, and roll it back', async () => {
+    const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, fault: { atChunk: 2, action: 'throw' } });
+    await run.commit(rowsChunk(3, { at: 0 }));
+    const before = await state();
+    await expect(run.commit(rowsChunk(3, { at: 3 }))).rejects.toBeInstanceOf(InjectedFault);
+    expect(await state()).toEqual(before);
+    await run.commit(rowsChunk(3, { at: 3 }));
+    expect((await state()).job.chunk_seq).toBe(2);
+  });
+
+  it('fences out a stale run: once a new run holds the lease, the old one commits nothing', async () => {
+    const stale = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    await stale.commit(rowsChunk(4, { at: 0 }));
+    const fresh = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    expect(fresh.lease).toBe(stale.lease + 1);
+    expect(fresh.checkpoint).toEqual({ at: 4 });
+    const before = await state();
+    await expect(stale.commit(rowsChunk(4, { at: 4 }))).rejects.toBeInstanceOf(FencedError);
+    expect(await state()).toEqual(before);
+    await fresh.commit(rowsChunk(4, { at: 4 }));
+    const after = await state();
+    expect(after.rows - before.rows).toBe(4);
+    expect(after.chunks.map((c: { lease: number }) => c.lease)).toEqual([1, 2]);
+  });
+
+  it('refuses a replayed chunk: the checkpoint guard must match the sequence the chunk started from', async () => {
+    const row = await claim();
+    const a = new JobRun<{ at: number }>(t.database, row, timeouts);
+    const b = new JobRun<{ at: number }>(t.database, row, timeouts); // same lease, same starting point
+    await a.commit(rowsChunk(2, { at: 0 }));
+    const before = await state();
+    await expect(b.commit(rowsChunk(2, { at: 0 }))).rejects.toBeInstanceOf(FencedError);
+    expect(await state()).toEqual(before);
+  });
+
+  it('stops at the boundary after a cancellation is requested, keeping the committed chunk', async () => {
+    const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    await requestCancel(t.database.db, job.id);
+    const err = await run.commit(rowsChunk(2, { at: 0 })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StopRun);
+    expect((err as StopRun).reason).toBe('cancelled');
+    expect((await state()).job.chunk_seq).toBe(1);
+  });
+
+  it('sets lock_timeout and statement_timeout locally: a chunk blocked by a lock fails fast and is transient', async () => {
+    const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    const seen: string[] = [];
+    await run.commit({
+      checkpoint: { at: 0 },
+      done: 0,
+      rows: 0,
+      write: async ({ db }) => {
+        const r = await db.execute<{ l: string; s: string }>(sql`select current_setting('lock_timeout') as l, current_setting('statement_timeout') as s`);
+        seen.push(r.rows[0]!.l, r.rows[0]!.s);
+      },
+    });
+    expect(seen).toEqual(['300ms', '5s']);
+    // Outside the chunk transaction the session keeps its defaults (SET LOCAL only).
+    const outside = await t.database.pool.query(`select current_setting('lock_timeout') as l`);
+    expect(outside.rows[0].l).toBe('0');
+
+    const holder = await t.database.pool.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('lock table cms_rows in access exclusive mode');
+      const started = Date.now();
+      const err = await run.commit(rowsChunk(1, { at: 0 })).catch((e: unknown) => e);
+      expect(Date.now() - started).toBeLessThan(4_000);
+      expect(isTransientDbError(err)).toBe(true);
+    } finally {
+      await holder.query('rollback');
+      holder.release();
+    }
+  });
+
+  it('runs jobs that share a lock key one at a time, in the order they were accepted', async () => {
+    const key = `test:${uuidv7()}`;
+    const mk = () =>
+      insertJob(t.database.db, { id: uuidv7(), teamId, type: 'cms.bulk_write', queue: 'q', payload: {}, lockKeys: [key] });
+    const first = await mk();
+    const second = await mk();
+    expect((await claimJob(t.database.db, second.id, 'w')).kind).toBe('blocked');
+    expect((await claimJob(t.database.db, first.id, 'w')).kind).toBe('claimed');
+    expect((await claimJob(t.database.db, second.id, 'w')).kind).toBe('blocked');
+    await t.database.db.execute(sql`update jobs set status = 'completed' where id = ${first.id}`);
+    expect((await claimJob(t.database.db, second.id, 'w')).kind).toBe('claimed');
+  });
+});
