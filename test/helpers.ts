@@ -56,9 +56,9 @@ export async function buildTestApi(t: TestEnv, env: Record<string, string> = {})
   const { buildApp } = await import('../apps/api/src/app');
   const { loadConfig } = await import('../apps/api/src/config');
   const config = loadConfig({ ...t.env, ADMIN_TOKEN, API_PORT: '0', ...env });
-  const redis = createRedis(t.redisUrl, 'producer');
-  const producer = new Producer(redis, t.queuePrefix);
-  const database = createDatabase({ url: t.databaseUrl, max: 5, applicationName: 'api-test' });
+  const redis = createRedis(config.redisUrl, 'producer');
+  const producer = new Producer(redis, config.queuePrefix);
+  const database = createDatabase({ url: config.databaseUrl, max: 5, applicationName: 'api-test' });
   return buildApp({ config, database, redis, producer, blobs: new FsBlobStore(t.blobDir) }, { ownsDeps: true });
 }
 
