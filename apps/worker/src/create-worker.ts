@@ -2,7 +2,7 @@ import http from 'node:http';
 import os from 'node:os';
 import { Worker, type Job } from 'bullmq';
 import type { Logger as PinoLogger } from 'pino';
-import { createDatabase, failDispatch, type Database } from '@platform/db';
+import { createDatabase, failDispatch, isTransientDbError, type Database } from '@platform/db';
 import { assertNoEviction, createRedis, FsBlobStore, Producer, waitReady } from '@platform/jobs';
 import { processors, runBullJob, type RunnerDeps } from '@platform/jobs/processors';
 import type { WorkerConfig } from './config';
@@ -88,10 +88,16 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
       counters.failed++;
       if (!job) return;
       const d = bullDispatch(job);
-      // BullMQ failed the delivery without our processor ending the row (stalled past its limit).
-      if (d && /stalled/i.test(err.message)) {
-        failDispatch(database.db, d.rowId, d.dispatch, { code: 'stalled', message: err.message }).catch((e) =>
-          log.error({ err: String(e) }, 'could not record stalled job'),
+      const stalled = /stalled/i.test(err.message);
+      const final = stalled || err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
+      // BullMQ gave up on the delivery: end the row too, unless the processor already did (then
+      // the status guard makes this a no-op) or a newer dispatch took over. This covers deliveries
+      // that died before our processor could record anything: stalled past the limit, or
+      // Postgres unreachable at the claim on every attempt.
+      if (d && final) {
+        const code = stalled ? 'stalled' : isTransientDbError(err) ? 'dependency_unavailable' : 'internal';
+        failDispatch(database.db, d.rowId, d.dispatch, { code, message: err.message }).catch((e) =>
+          log.error({ err: String(e), jobId: d.rowId }, 'could not record the failed delivery'),
         );
       }
     });
