@@ -101,6 +101,20 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
         );
       }
     });
+    // A delivery that stalls past maxStalledCount is failed by BullMQ's stall check itself, with
+    // no 'failed' event on the worker: look at the stalled job, and end its row if it was failed.
+    worker.on('stalled', (bullId) => {
+      void (async () => {
+        const job = await producer.queue(queue).getJob(bullId);
+        if (!job || (await job.getState()) !== 'failed') return;
+        const d = bullDispatch(job);
+        if (!d) return;
+        const message = job.failedReason || 'the job stalled more often than allowed';
+        if (await failDispatch(database.db, d.rowId, d.dispatch, { code: 'stalled', message })) {
+          log.warn({ jobId: d.rowId }, 'job failed after stalling too often');
+        }
+      })().catch((e) => log.error({ err: String(e) }, 'could not inspect a stalled job'));
+    });
     return worker;
   });
 

@@ -209,3 +209,31 @@ describe('chunk protocol with the real worker process', () => {
     expect((await w.exited).code).toBe(0);
   }, 120_000);
 });
+
+describe('crash loops', () => {
+  it('a job that kills its worker every time ends failed after its allowed stalls, and the history says so', async () => {
+    const tableId = await newTable();
+    const plan = operations(5_000);
+    const jobId = await submit(tableId, plan.ops);
+    // Each process dies inside its first write chunk (chunk 2); the replacement detects the stall.
+    const extra = { WORKER_CHUNK_SIZE: '500', CHUNK_FAULT: 'kill@2', WORKER_MAX_STALLED_COUNT: '1' };
+    let runs = 0;
+    const final = await waitFor(async () => {
+      const j = await jobState(jobId);
+      if (j.status === 'failed' || j.status === 'completed') return j;
+      const alive = workers.filter((w) => w.child.exitCode === null && w.child.signalCode === null);
+      if (alive.length === 0 && runs < 6) {
+        runs++;
+        startWorker(extra);
+      }
+      return undefined;
+    }, { timeoutMs: 90_000, intervalMs: 200, what: 'the crash-looping job to end' });
+    expect(final.status).toBe('failed');
+    expect(final.error.code).toBe('stalled');
+    expect(runs).toBeGreaterThanOrEqual(2);
+    expect(runs).toBeLessThanOrEqual(4);
+    // Only the validation chunk ever committed; no write chunk was half-applied.
+    const rows = await t.database.pool.query('select count(*)::int as n from cms_rows where table_id = $1', [tableId]);
+    expect(rows.rows[0].n).toBe(0);
+  }, 120_000);
+});
