@@ -55,14 +55,14 @@ describe('README walkthrough', () => {
     expect(run.stdout).toContain('completed 10000/10000');
 
     const auth = { authorization: `Bearer ${token}` };
-    const j = await (await fetch(`${platform.apiUrl}/v1/jobs/${job}`, { headers: auth })).json();
+    const j: unknown = await (await fetch(`${platform.apiUrl}/v1/jobs/${job}`, { headers: auth })).json();
     expect(j).toMatchObject({ status: 'completed', progress: { done: 10_000, total: 10_000 }, result: { inserted: 10_000 } });
     const seen = new Map<string, { title: string; price: number }>();
     let cursor: string | null = null;
     do {
-      const page: { rows: { identifier: string; draftData: { title: string; price: number } }[]; nextCursor: string | null } = await (
+      const page: { rows: { identifier: string; draftData: { title: string; price: number } }[]; nextCursor: string | null } = (await (
         await fetch(`${platform.apiUrl}/v1/cms-tables/${table}/rows?limit=500${cursor ? `&cursor=${cursor}` : ''}`, { headers: auth })
-      ).json();
+      ).json()) as typeof page;
       for (const r of page.rows) {
         expect(seen.has(r.identifier)).toBe(false);
         seen.set(r.identifier, r.draftData);
@@ -76,7 +76,7 @@ describe('README walkthrough', () => {
   it('the dashboard shows the queues after sign-in and refuses without it', async () => {
     const anon = await fetch(`${platform.dashboardUrl}/queues/api/queues`);
     expect(anon.status).toBe(401);
-    expect((await anon.json()).error.code).toBe('unauthorized');
+    expect(((await anon.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
     const page = await fetch(`${platform.dashboardUrl}/`, { headers: { accept: 'text/html' }, redirect: 'manual' });
     expect(page.status).toBe(302);
     expect(page.headers.get('location')).toMatch(/^\/login/);
