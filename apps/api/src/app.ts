@@ -2,9 +2,11 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { QUEUE_NAMES } from '@platform/jobs';
 import type { ApiDeps } from './deps';
 import { registerErrorHandling } from './errors';
 import { registerGzipBodies } from './plugins/gzip';
+import { registerMetrics } from './plugins/metrics';
 import { adminRoutes } from './routes/admin/index';
 import { cmsTableRoutes } from './routes/cms-tables/index';
 import { jobRoutes } from './routes/jobs/index';
@@ -26,8 +28,21 @@ export async function buildApp(deps: ApiDeps, opts: BuildOptions = {}): Promise<
     // Query strings stay flat: `?a[b]=1` is not an object here.
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
   }).withTypeProvider<ZodTypeProvider>();
+  watchRedis(app, deps);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
+  // Fastify parses text/plain by default; no route of the contract takes it, so it answers 415
+  // instead of reaching a JSON route as a string (a 400 that hides the real mistake).
+  app.removeContentTypeParser('text/plain');
+  // Many clients send `Content-Type: application/json` on every POST; an empty body then means "no
+  // body": a route that takes none (cancel, retry, publishes) answers as usual instead of 400, and a
+  // route that needs one still answers 400 from its schema. Non-empty bodies get Fastify's parser.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body.length === 0) return done(null, undefined);
+    parseJson(req, body.toString(), done);
+  });
 
   await app.register(swagger, {
     openapi: {
@@ -45,8 +60,9 @@ export async function buildApp(deps: ApiDeps, opts: BuildOptions = {}): Promise<
 
   registerErrorHandling(app);
   registerGzipBodies(app);
+  const metrics = registerMetrics(app, deps);
 
-  await app.register(opsRoutes, deps);
+  await app.register(opsRoutes, { ...deps, metrics });
   await app.register(adminRoutes, deps);
   await app.register(projectRoutes, deps);
   await app.register(cmsTableRoutes, deps);
@@ -60,4 +76,34 @@ export async function buildApp(deps: ApiDeps, opts: BuildOptions = {}): Promise<
     });
   }
   return app;
+}
+
+/**
+ * BullMQ initialises a queue's connection once, when the Queue is made (it reads the Redis
+ * version); if that happens during an outage the promise stays rejected and the Queue never works
+ * again, even after Redis is back. The producer makes its queues lazily, so the first job of a type
+ * accepted during an outage would break that type until a restart. Opening every queue as soon as
+ * Redis answers means none is ever first opened in an outage.
+ * Redis errors are logged here (at most one line every 10 s), instead of ioredis and BullMQ
+ * printing every reconnection failure to stderr.
+ */
+function watchRedis(app: FastifyInstance, deps: ApiDeps): void {
+  let lastLog = 0;
+  const onError = (err: unknown) => {
+    if (Date.now() - lastLog < 10_000) return;
+    lastLog = Date.now();
+    app.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'Redis error');
+  };
+  let opened = false;
+  const openQueues = () => {
+    if (opened) return;
+    opened = true;
+    for (const name of QUEUE_NAMES) deps.producer.queue(name).on('error', onError);
+  };
+  deps.redis.on('error', onError);
+  if (deps.redis.status === 'ready') openQueues();
+  else deps.redis.once('ready', openQueues);
+  app.addHook('onClose', async () => {
+    deps.redis.off('ready', openQueues);
+  });
 }

@@ -64,7 +64,7 @@ export function toAppError(err: unknown): AppError {
   const fe = err as FastifyError;
   if (hasZodFastifySchemaValidationErrors(err)) {
     const details = err.validation.map((v) => ({
-      path: `${err.validationContext ?? 'body'}${v.instancePath.replaceAll('/', '.')}`,
+      path: [err.validationContext ?? 'body', ...v.instancePath.split('/').filter(Boolean)].join('.'),
       message: v.message,
     }));
     return new AppError('validation_failed', `the ${err.validationContext ?? 'request'} does not fit the schema`, details, {
@@ -103,7 +103,11 @@ export function toAppError(err: unknown): AppError {
 
 export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err, req, reply) => {
-    const appErr = toAppError(err);
+    let appErr = toAppError(err);
+    if ((err as FastifyError).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      const type = req.headers['content-type'];
+      appErr = new AppError('unsupported_media_type', type ? `this route does not take Content-Type ${type}` : 'a body needs a Content-Type');
+    }
     if (appErr.status >= 500) req.log.error({ err }, 'request failed');
     return send(reply, appErr);
   });

@@ -1,13 +1,16 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { and, desc, eq, sql } from 'drizzle-orm';
 import {
   failUnqueued,
   getJob,
   JOB_STATUSES,
-  listJobs,
+  jobs,
   requestCancel,
   requeueJob,
   UUID_RE,
+  type Db,
+  type JobStatus,
 } from '@platform/db';
 import { bullJobId, JOB_NAMES, jobDefinition } from '@platform/jobs';
 import type { ApiDeps } from '../../deps';
@@ -16,13 +19,42 @@ import { teamAuth } from '../../plugins/auth';
 import { decodeCursor, encodeCursor, presentJob } from '../../present';
 
 const jobParams = z.object({ id: z.string() });
+/** The cursor's time, as this API writes it (microseconds, UTC); Postgres parses it as is. */
+const ISO_UTC_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/;
+// A real calendar time: JS would roll 2024-02-30 over to March, Postgres refuses it (a 500).
+const isIsoUtc = (t: string) => ISO_UTC_RE.test(t) && !Number.isNaN(Date.parse(t)) && new Date(t).toISOString().slice(0, 19) === t.slice(0, 19);
 const isJobCursor = (v: unknown): v is { t: string; id: string } =>
   typeof v === 'object' &&
   v !== null &&
   typeof (v as { t?: unknown }).t === 'string' &&
-  !Number.isNaN(Date.parse((v as { t: string }).t)) &&
+  isIsoUtc((v as { t: string }).t) &&
   typeof (v as { id?: unknown }).id === 'string' &&
   UUID_RE.test((v as { id: string }).id);
+
+/**
+ * A keyset page of a team's jobs, newest first. Unlike `listJobs` of @platform/db, the cursor keeps
+ * `created_at` to the microsecond, as Postgres stores it: a JS Date keeps milliseconds, so a cursor
+ * made from one skipped every job created in the same millisecond as the page's last one.
+ * (This belongs in packages/db/src/queries/jobs.ts; it lives here until that file takes it.)
+ */
+async function listTeamJobs(
+  db: Db,
+  f: { teamId: string; status?: JobStatus; type?: string; limit: number; after?: { t: string; id: string } },
+) {
+  const conds = [eq(jobs.teamId, f.teamId)];
+  if (f.status) conds.push(eq(jobs.status, f.status));
+  if (f.type) conds.push(eq(jobs.type, f.type));
+  if (f.after) conds.push(sql`(${jobs.createdAt}, ${jobs.id}) < (${f.after.t}::timestamptz, ${f.after.id}::uuid)`);
+  return db
+    .select({
+      job: jobs,
+      createdAtExact: sql<string>`to_char(${jobs.createdAt} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`,
+    })
+    .from(jobs)
+    .where(and(...conds))
+    .orderBy(desc(jobs.createdAt), desc(jobs.id))
+    .limit(f.limit);
+}
 
 export const jobRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) => {
   const db = deps.database.db;
@@ -54,18 +86,18 @@ export const jobRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) => {
     async (req) => {
       const after = req.query.cursor ? decodeCursor(req.query.cursor, isJobCursor) : undefined;
       if (req.query.cursor && !after) throw new AppError('validation_failed', 'the cursor is not one this API gave out');
-      const rows = await listJobs(db, {
+      const rows = await listTeamJobs(db, {
         teamId: req.teamId,
         status: req.query.status,
         type: req.query.type,
         limit: req.query.limit + 1,
-        after: after ? { createdAt: new Date(after.t), id: after.id } : undefined,
+        after,
       });
       const page = rows.slice(0, req.query.limit);
       const last = page[page.length - 1];
       return {
-        jobs: page.map(presentJob),
-        nextCursor: rows.length > req.query.limit && last ? encodeCursor({ t: last.createdAt.toISOString(), id: last.id }) : null,
+        jobs: page.map((r) => presentJob(r.job)),
+        nextCursor: rows.length > req.query.limit && last ? encodeCursor({ t: last.createdAtExact, id: last.job.id }) : null,
       };
     },
   );

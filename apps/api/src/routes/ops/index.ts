@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { FastifyPluginAsync } from 'fastify';
-import client from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { ApiDeps } from '../../deps';
 import { AppError } from '../../errors';
 
@@ -8,28 +8,7 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return Promise.race([p, new Promise<T>((_, rej) => setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms).unref())]);
 }
 
-export const opsRoutes: FastifyPluginAsync<ApiDeps> = async (app, deps) => {
-  const registry = new client.Registry();
-  client.collectDefaultMetrics({ register: registry });
-  const requests = new client.Counter({
-    name: 'api_http_requests_total',
-    help: 'HTTP requests by route and status',
-    labelNames: ['method', 'route', 'status'],
-    registers: [registry],
-  });
-  const poolWaiting = new client.Gauge({
-    name: 'api_db_pool_waiting',
-    help: 'Requests waiting for a database connection',
-    registers: [registry],
-    collect() {
-      this.set(deps.database.pool.waitingCount);
-    },
-  });
-  void poolWaiting;
-  app.addHook('onResponse', async (req, reply) => {
-    requests.inc({ method: req.method, route: req.routeOptions.url ?? 'unknown', status: reply.statusCode });
-  });
-
+export const opsRoutes: FastifyPluginAsync<ApiDeps & { metrics: Registry }> = async (app, deps) => {
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
 
   app.get('/readyz', { schema: { hide: true } }, async () => {
@@ -43,6 +22,6 @@ export const opsRoutes: FastifyPluginAsync<ApiDeps> = async (app, deps) => {
   });
 
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) =>
-    reply.header('content-type', registry.contentType).send(await registry.metrics()),
+    reply.header('content-type', deps.metrics.contentType).send(await deps.metrics.metrics()),
   );
 };

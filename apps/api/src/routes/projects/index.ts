@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { createCmsTable, createProject, createRevision, FIELD_TYPES, getProject, UUID_RE } from '@platform/db';
+import { sql } from 'drizzle-orm';
+import { createCmsTable, createProject, createRevision, FIELD_TYPES, getProject, isUniqueViolation, UUID_RE } from '@platform/db';
 import type { ApiDeps } from '../../deps';
 import { AppError, notFound } from '../../errors';
 import { teamAuth } from '../../plugins/auth';
@@ -20,6 +21,7 @@ export const fieldSchema = z
   .strict();
 
 const projectParams = z.object({ projectId: z.string() });
+const REVISION_ATTEMPTS = 10;
 
 export const projectRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) => {
   const db = deps.database.db;
@@ -58,7 +60,17 @@ export const projectRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) =
     },
     async (req, reply) => {
       const project = await ownProject(req.teamId, req.params.projectId);
-      return reply.status(201).send(await createRevision(db, project, req.body.data));
+      // Drizzle writes a JS null as SQL NULL (the column is NOT NULL); JSON null is a value here.
+      const data = req.body.data === null ? sql`'null'::jsonb` : req.body.data;
+      // The next number is max + 1; a concurrent save of the same project can take it first, and
+      // the unique (project, revision) index refuses the loser, which simply asks again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return reply.status(201).send(await createRevision(db, project, data));
+        } catch (err) {
+          if (attempt >= REVISION_ATTEMPTS || !isUniqueViolation(err, 'project_revisions_project_rev_uq')) throw err;
+        }
+      }
     },
   );
 
