@@ -59,7 +59,7 @@ export async function buildTestApi(t: TestEnv, env: Record<string, string> = {})
   const redis = createRedis(config.redisUrl, 'producer');
   const producer = new Producer(redis, config.queuePrefix);
   const database = createDatabase({ url: config.databaseUrl, max: 5, applicationName: 'api-test' });
-  return buildApp({ config, database, redis, producer, blobs: new FsBlobStore(t.blobDir) }, { ownsDeps: true });
+  return buildApp({ config, database, redis, producer, blobs: new FsBlobStore(config.blobDir) }, { ownsDeps: true });
 }
 
 export interface AppProcess {
