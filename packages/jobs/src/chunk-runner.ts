@@ -131,6 +131,9 @@ export class JobRun<C = unknown> {
         throw err;
       }
     } catch (err) {
+      release?.();
+      release = undefined;
+      // Asked after the connection is back in the pool: a pool of one must not wait on itself.
       if (!(err instanceof FencedError) && !(err instanceof InjectedFault) && (await this.isStale())) {
         // A write failed because another run moved on (it wrote the same rows): report the fencing.
         throw new FencedError(`job ${this.jobId}: lease ${this.lease} is no longer current`, { cause: err });

@@ -1,0 +1,126 @@
+/**
+ * The worker's job slots, shared fairly between teams (ARCHITECTURE invariant 6).
+ *
+ * BullMQ hands jobs over in queue order; this decides which of the jobs waiting in this process
+ * runs next. The next slot goes to the waiting job whose team has used the least slot time
+ * recently (usage decays with a half-life), then to interactive work before bulk work, then to
+ * the earliest arrival. Usage is measured, not declared, so a team running 1M-row imports is
+ * charged for them: cost weighting falls out of the measurement.
+ */
+export type WorkClass = 'interactive' | 'bulk';
+
+export interface SlotRequest {
+  teamId: string;
+  workClass: WorkClass;
+}
+
+interface Waiter extends SlotRequest {
+  seq: number;
+  grant: (release: () => void) => void;
+}
+
+export interface FairSlotsOptions {
+  size: number;
+  /** How quickly past usage is forgiven. */
+  halfLifeMs?: number;
+  now?: () => number;
+}
+
+export class FairSlots {
+  private free: number;
+  private seq = 0;
+  private waiters: Waiter[] = [];
+  private readonly usage = new Map<string, { value: number; at: number }>();
+  private readonly running = new Map<string, number>();
+  private readonly halfLifeMs: number;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: FairSlotsOptions) {
+    this.free = opts.size;
+    this.halfLifeMs = opts.halfLifeMs ?? 60_000;
+    this.now = opts.now ?? Date.now;
+  }
+
+  get size(): number {
+    return this.opts.size;
+  }
+
+  get inUse(): number {
+    return this.opts.size - this.free;
+  }
+
+  /** Slot time used by a team recently, in decayed milliseconds. */
+  usageOf(teamId: string): number {
+    const u = this.usage.get(teamId);
+    if (!u) return 0;
+    return u.value * Math.pow(0.5, (this.now() - u.at) / this.halfLifeMs);
+  }
+
+  private charge(teamId: string, ms: number): void {
+    this.usage.set(teamId, { value: this.usageOf(teamId) + ms, at: this.now() });
+  }
+
+  /**
+   * True when a job of another team (or interactive work of the same team, for bulk work) is
+   * waiting here: the run holding a slot should yield at its next chunk boundary.
+   */
+  shouldYield(holder: SlotRequest): boolean {
+    return this.waiters.some(
+      (w) => w.teamId !== holder.teamId || (holder.workClass === 'bulk' && w.workClass === 'interactive'),
+    );
+  }
+
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  acquire(req: SlotRequest): Promise<() => void> {
+    return new Promise((resolve) => {
+      const waiter: Waiter = { ...req, seq: this.seq++, grant: resolve };
+      if (this.free > 0) {
+        this.free--;
+        this.start(waiter);
+      } else {
+        this.waiters.push(waiter);
+      }
+    });
+  }
+
+  private start(w: Waiter): void {
+    const startedAt = this.now();
+    this.running.set(w.teamId, (this.running.get(w.teamId) ?? 0) + 1);
+    let released = false;
+    w.grant(() => {
+      if (released) return;
+      released = true;
+      this.charge(w.teamId, Math.max(1, this.now() - startedAt));
+      const n = (this.running.get(w.teamId) ?? 1) - 1;
+      if (n > 0) this.running.set(w.teamId, n);
+      else this.running.delete(w.teamId);
+      const next = this.pick();
+      if (next) this.start(next);
+      else this.free++;
+    });
+  }
+
+  private pick(): Waiter | undefined {
+    if (this.waiters.length === 0) return undefined;
+    let best = 0;
+    let bestKey = this.key(this.waiters[0]!);
+    for (let i = 1; i < this.waiters.length; i++) {
+      const k = this.key(this.waiters[i]!);
+      if (k[0] < bestKey[0] || (k[0] === bestKey[0] && (k[1] < bestKey[1] || (k[1] === bestKey[1] && k[2] < bestKey[2])))) {
+        best = i;
+        bestKey = k;
+      }
+    }
+    return this.waiters.splice(best, 1)[0];
+  }
+
+  /** Order: teams holding fewer slots now, then less recent usage, interactive first, then arrival. */
+  private key(w: Waiter): [number, number, number] {
+    const running = this.running.get(w.teamId) ?? 0;
+    // Slots held now dominate; recent usage breaks ties between teams holding as many.
+    return [running * 1e12 + this.usageOf(w.teamId), w.workClass === 'interactive' ? 0 : 1, w.seq];
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * Sizes chunks so a chunk transaction stays within a time budget (default 200 ms): the rows per
+ * chunk follow the measured rate, shrinking at once when a chunk runs long (a busy database, a
+ * wider row) and growing gently when chunks are quick.
+ */
+export interface ChunkSizerOptions {
+  initial: number;
+  min: number;
+  max: number;
+  targetMs: number;
+}
+
+export class ChunkSizer {
+  private current: number;
+
+  constructor(private readonly opts: ChunkSizerOptions) {
+    this.current = clamp(opts.initial, opts.min, opts.max);
+  }
+
+  get size(): number {
+    return Math.round(this.current);
+  }
+
+  get targetMs(): number {
+    return this.opts.targetMs;
+  }
+
+  /** Records a committed chunk of `rows` that took `ms` from BEGIN to COMMIT. */
+  observe(rows: number, ms: number): void {
+    if (rows <= 0 || ms <= 0) return;
+    const ideal = (rows / ms) * this.opts.targetMs;
+    // Over budget: shrink straight to what would have fitted. Under: move halfway, at most ×2.
+    const next = ms > this.opts.targetMs ? ideal : Math.min(this.current * 2, (this.current + ideal) / 2);
+    this.current = clamp(next, this.opts.min, this.opts.max);
+  }
+
+  /** The database shows pressure (a lock timeout, a waiting API pool): halve the chunk. */
+  backOff(): void {
+    this.current = clamp(this.current / 2, this.opts.min, this.opts.max);
+  }
+}
+
+function clamp(v: number, min: number, max: number): number {
+  return Math.max(min, Math.min(max, v));
+}
