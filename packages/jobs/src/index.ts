@@ -11,3 +11,5 @@ export { bulkWriteJob, bulkOperationSchema, MAX_BULK_OPERATIONS, identifierSchem
 export { importJob } from './cms-import/definition';
 export { exportJob } from './cms-export/definition';
 export { publishJob } from './project-publish/definition';
+export { ConnectionBudget, type ConnectionBudgetOptions } from './connection-budget';
+export { ChunkSizer, type ChunkSizerOptions } from './chunk-sizer';
