@@ -22,10 +22,17 @@ export interface AcceptDeps {
 
 export interface AcceptSpec {
   type: JobName;
-  /** Identifies the request for Idempotency-Key reuse checks: route, parameters and body. */
-  fingerprint: string;
-  /** Stores bulk input (outside Redis) and returns the payload; runs only for a new job. */
-  prepare(jobId: string): Promise<{ payload: Record<string, unknown>; total?: number | null }>;
+  /**
+   * Identifies the request for Idempotency-Key reuse checks: route, parameters and body. A streamed
+   * body is hashed as it is stored, so its fingerprint comes from `prepare`; here it is then a
+   * function, called only when the key was seen before, that reads the body without keeping it.
+   */
+  fingerprint: string | (() => Promise<string>);
+  /**
+   * Stores bulk input (outside Redis) and returns the payload; runs only for a new job. Returns the
+   * request's fingerprint too when `fingerprint` is a function.
+   */
+  prepare(jobId: string): Promise<{ payload: Record<string, unknown>; total?: number | null; fingerprint?: string }>;
   /** Undoes `prepare` when no job was created after all (idempotent replay, enqueue failure). */
   discard?(jobId: string): Promise<void>;
 }
@@ -41,7 +48,7 @@ export function fingerprint(parts: unknown[]): string {
 
 class Replay extends Error {}
 
-async function replay(db: Db, teamId: string, key: string, fp: string): Promise<JobRow | undefined> {
+async function replay(db: Db, teamId: string, key: string, fp: string | (() => Promise<string>)): Promise<JobRow | undefined> {
   const [k] = await db
     .select()
     .from(idempotencyKeys)
@@ -53,7 +60,7 @@ async function replay(db: Db, teamId: string, key: string, fp: string): Promise<
       ),
     );
   if (!k) return undefined;
-  if (k.requestHash !== fp) {
+  if (k.requestHash !== (typeof fp === 'string' ? fp : await fp())) {
     throw new AppError('conflict', 'this Idempotency-Key was already used with another request');
   }
   const job = await getJob(db, k.jobId, teamId);
@@ -81,7 +88,12 @@ export async function acceptJob(deps: AcceptDeps, req: FastifyRequest, reply: Fa
   }
 
   const jobId = uuidv7();
-  const { payload, total } = await spec.prepare(jobId);
+  const { payload, total, fingerprint: prepared } = await spec.prepare(jobId);
+  const fp = prepared ?? (typeof spec.fingerprint === 'string' ? spec.fingerprint : undefined);
+  if (fp === undefined) {
+    await spec.discard?.(jobId).catch(() => {});
+    throw new Error(`${spec.type}: prepare gave no fingerprint for a streamed body`);
+  }
   let row: JobRow;
   try {
     row = await db.transaction(async (tx) => {
@@ -106,7 +118,7 @@ export async function acceptJob(deps: AcceptDeps, req: FastifyRequest, reply: Fa
           );
         const inserted = await tx
           .insert(idempotencyKeys)
-          .values({ teamId, key, requestHash: spec.fingerprint, jobId })
+          .values({ teamId, key, requestHash: fp, jobId })
           .onConflictDoNothing()
           .returning({ jobId: idempotencyKeys.jobId });
         if (inserted.length === 0) throw new Replay();
@@ -116,7 +128,7 @@ export async function acceptJob(deps: AcceptDeps, req: FastifyRequest, reply: Fa
   } catch (err) {
     await spec.discard?.(jobId).catch(() => {});
     if (err instanceof Replay && key) {
-      const existing = await replay(db, teamId, key, spec.fingerprint);
+      const existing = await replay(db, teamId, key, fp);
       if (existing) return reply.status(200).header('location', `/v1/jobs/${existing.id}`).send(presentJob(existing));
     }
     throw err;

@@ -9,9 +9,12 @@ import { registerGzipBodies } from './plugins/gzip';
 import { registerMetrics } from './plugins/metrics';
 import { adminRoutes } from './routes/admin/index';
 import { cmsTableRoutes } from './routes/cms-tables/index';
+import { importRoutes } from './routes/imports/index';
+import { exportRoutes } from './routes/exports/index';
 import { jobRoutes } from './routes/jobs/index';
 import { opsRoutes } from './routes/ops/index';
 import { projectRoutes } from './routes/projects/index';
+import { publishRoutes } from './routes/publishes/index';
 
 export interface BuildOptions {
   logger?: boolean | { level: string };
@@ -65,7 +68,10 @@ export async function buildApp(deps: ApiDeps, opts: BuildOptions = {}): Promise<
   await app.register(opsRoutes, { ...deps, metrics });
   await app.register(adminRoutes, deps);
   await app.register(projectRoutes, deps);
+  await app.register(publishRoutes, deps);
   await app.register(cmsTableRoutes, deps);
+  await app.register(importRoutes, deps);
+  await app.register(exportRoutes, deps);
   await app.register(jobRoutes, deps);
 
   if (opts.ownsDeps) {

@@ -18,6 +18,8 @@ const schema = z
     API_BODY_LIMIT_BYTES: int(1024 * 1024),
     /** Bulk writes take up to 100,000 operations. */
     API_BULK_BODY_LIMIT_BYTES: int(64 * 1024 * 1024),
+    /** Import files are streamed to the blob store, never buffered; counted after decompression. */
+    API_IMPORT_MAX_BYTES: int(1024 * 1024 * 1024),
     LOG_LEVEL: z.string().default('info'),
   })
   .transform((c) => ({
@@ -31,6 +33,7 @@ const schema = z
     poolMax: c.API_DB_POOL_MAX,
     bodyLimit: c.API_BODY_LIMIT_BYTES,
     bulkBodyLimit: c.API_BULK_BODY_LIMIT_BYTES,
+    importMaxBytes: c.API_IMPORT_MAX_BYTES,
     logLevel: c.LOG_LEVEL,
   }));
 

@@ -8,6 +8,8 @@ const int = (def: number) => z.coerce.number().int().positive().default(def);
 const schema = z
   .object({
     DATABASE_URL: z.string().min(1),
+    /** Optional read replica: exports read their pages there instead of the primary (empty = none). */
+    DATABASE_REPLICA_URL: z.string().optional(),
     REDIS_URL: z.string().min(1),
     QUEUE_PREFIX: z.string().min(1).default(DEFAULT_QUEUE_PREFIX),
     BLOB_DIR: z.string().min(1).optional(),
@@ -54,6 +56,7 @@ const schema = z
     }
     return {
       databaseUrl: c.DATABASE_URL,
+      replicaDatabaseUrl: c.DATABASE_REPLICA_URL || undefined,
       redisUrl: c.REDIS_URL,
       queuePrefix: c.QUEUE_PREFIX,
       blobDir: path.resolve(c.BLOB_DIR ?? path.join(process.env.INIT_CWD ?? process.cwd(), '.data/blobs')),

@@ -32,6 +32,10 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     applicationName: 'worker',
     idleInTransactionTimeoutMs: config.idleInTxTimeoutMs,
   });
+  // Exports read here when a replica is configured: one connection per slot at most, no writes.
+  const replicaDatabase = config.replicaDatabaseUrl
+    ? createDatabase({ url: config.replicaDatabaseUrl, max: config.concurrency, applicationName: 'worker-replica' })
+    : undefined;
   const redis = createRedis(config.redisUrl, 'worker');
   await waitReady(redis, 30_000);
   await assertNoEviction(redis);
@@ -44,6 +48,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
 
   const deps: RunnerDeps = {
     database,
+    replicaDatabase,
     blobs,
     producer,
     log,
@@ -164,6 +169,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
         server.close();
         redis.disconnect();
         await database.close();
+        await replicaDatabase?.close();
         log.info({}, 'worker stopped');
       })();
       return closing;

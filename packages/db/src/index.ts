@@ -6,6 +6,7 @@ export * from './queries/jobs';
 export * from './queries/teams';
 export * from './queries/projects';
 export * from './queries/cms';
+export * from './queries/cms-export';
 export * from './queries/staff';
 export { runMigrations, MIGRATIONS_DIR } from './migrate';
 export * as schema from './schema/index';

@@ -1,5 +1,6 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -11,10 +12,23 @@ import { randomBytes } from 'node:crypto';
  */
 export interface BlobStore {
   put(key: string, body: Readable | Buffer | string): Promise<{ size: number }>;
-  /** Streams the blob, from byte `start` when given (resuming at a checkpoint). */
-  get(key: string, opts?: { start?: number }): Readable;
+  /** Streams the blob, from byte `start` when given (resuming at a checkpoint), up to byte `end` (exclusive). */
+  get(key: string, opts?: { start?: number; end?: number }): Readable;
   size(key: string): Promise<number | undefined>;
   delete(key: string): Promise<void>;
+  /**
+   * Writes `body` at byte `offset` of a blob written piece by piece (an export's part file),
+   * creating it at offset 0, and cuts off anything past it: the blob is then exactly
+   * `offset + body.length` bytes, durably. Refuses an offset past the blob's end (a lost part).
+   */
+  writeAt(key: string, offset: number, body: Buffer | string): Promise<{ size: number }>;
+  /** Renames a blob in one step: a reader of `to` sees the old blob or the whole new one. */
+  move(from: string, to: string): Promise<void>;
+}
+
+/** A part blob is shorter than the offset a writer resumes at: it was lost or never written here. */
+export class BlobGapError extends Error {
+  override name = 'BlobGapError';
 }
 
 const KEY_RE = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/i;
@@ -43,8 +57,9 @@ export class FsBlobStore implements BlobStore {
     return { size: (await stat(target)).size };
   }
 
-  get(key: string, opts: { start?: number } = {}): Readable {
-    return createReadStream(this.file(key), { start: opts.start });
+  get(key: string, opts: { start?: number; end?: number } = {}): Readable {
+    // createReadStream's `end` is inclusive.
+    return createReadStream(this.file(key), { start: opts.start, end: opts.end === undefined ? undefined : opts.end - 1 });
   }
 
   async size(key: string): Promise<number | undefined> {
@@ -57,5 +72,36 @@ export class FsBlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     await rm(this.file(key), { force: true });
+  }
+
+  async writeAt(key: string, offset: number, body: Buffer | string): Promise<{ size: number }> {
+    const file = this.file(key);
+    await mkdir(path.dirname(file), { recursive: true });
+    const buf = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+    // Positional writes, not O_APPEND: a resumed writer overwrites bytes its crashed predecessor
+    // wrote past the last checkpoint instead of appending after them.
+    const handle = await open(file, constants.O_RDWR | constants.O_CREAT, 0o644);
+    try {
+      const { size } = await handle.stat();
+      if (size < offset) throw new BlobGapError(`blob ${key} has ${size} bytes; cannot write at ${offset}`);
+      let written = 0;
+      while (written < buf.length) {
+        const r = await handle.write(buf, written, buf.length - written, offset + written);
+        written += r.bytesWritten;
+      }
+      await handle.truncate(offset + buf.length);
+      // The checkpoint committed after this names these bytes: they must survive a machine crash too.
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+    return { size: offset + buf.length };
+  }
+
+  async move(from: string, to: string): Promise<void> {
+    const src = this.file(from);
+    const target = this.file(to);
+    await mkdir(path.dirname(target), { recursive: true });
+    await rename(src, target);
   }
 }

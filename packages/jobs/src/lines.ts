@@ -10,7 +10,7 @@ export interface Line {
  * Splits a byte stream into lines, tracking byte offsets so a checkpoint can name a position in
  * the file and a resumed run can seek straight to it. Memory holds one read buffer and one line.
  */
-export async function* readLines(stream: Readable, startByte = 0): AsyncGenerator<Line> {
+export async function* readLines(stream: Readable, startByte = 0, maxLineBytes = Infinity): AsyncGenerator<Line> {
   let pending: Buffer[] = [];
   let pendingLen = 0;
   let offset = startByte;
@@ -31,12 +31,25 @@ export async function* readLines(stream: Readable, startByte = 0): AsyncGenerato
       const rest = chunk.subarray(from);
       pending.push(rest);
       pendingLen += rest.length;
+      if (pendingLen > maxLineBytes) throw new LineTooLongError(offset, maxLineBytes);
     }
   }
   if (pendingLen) {
     const buf = Buffer.concat(pending, pendingLen);
     offset += buf.length;
     yield { text: stripCr(buf.toString('utf8')), end: offset };
+  }
+}
+
+/** A line longer than the reader's cap: memory holds one line, so one line must stay bounded. */
+export class LineTooLongError extends Error {
+  override name = 'LineTooLongError';
+  constructor(
+    /** Byte offset where the line starts. */
+    readonly start: number,
+    readonly maxLineBytes: number,
+  ) {
+    super(`a line starting at byte ${start} is longer than ${maxLineBytes} bytes`);
   }
 }
 

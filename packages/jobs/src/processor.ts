@@ -15,6 +15,8 @@ export interface ProcessorContext<P> {
   jobId: string;
   teamId: string;
   database: Database;
+  /** A read replica for long reads that may lag a little (exports), when one is configured. */
+  replicaDatabase?: Database;
   blobs: BlobStore;
   log: Logger;
   /** Chunk size in rows or operations: chunks must commit in a fraction of a second. */

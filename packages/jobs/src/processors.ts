@@ -1,7 +1,9 @@
 import type { JobName } from './catalog';
 import { bulkWriteProcessor } from './cms-bulk-write/processor';
+import { exportProcessor } from './cms-export/processor';
 import { JobInputError } from './errors';
 import type { Processor } from './processor';
+import { publishProcessor } from './project-publish/processor';
 
 /** Job types whose body of work this build does not do yet: the API answers 501 before queuing them. */
 const notImplemented: Processor = async () => {
@@ -11,9 +13,9 @@ const notImplemented: Processor = async () => {
 /** The worker's entry point: every job name maps to its processor, or the type check fails. */
 export const processors = {
   'cms.bulk_write': bulkWriteProcessor,
-  'cms.import': notImplemented,
-  'cms.export': notImplemented,
-  'project.publish': notImplemented,
+  'cms.import': (ctx) => import('./cms-import/processor').then((m) => m.importProcessor(ctx)),
+  'cms.export': exportProcessor,
+  'project.publish': publishProcessor,
 } satisfies Record<JobName, Processor>;
 
 export { runBullJob, type RunnerDeps, type RunOutcome } from './run-job';

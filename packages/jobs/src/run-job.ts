@@ -19,6 +19,8 @@ import type { Producer } from './producer';
 
 export interface RunnerDeps {
   database: Database;
+  /** Read replica for exports (`DATABASE_REPLICA_URL`); reads go to `database` without it. */
+  replicaDatabase?: Database;
   blobs: BlobStore;
   producer: Producer;
   log: Logger;
@@ -95,6 +97,7 @@ export async function runBullJob(job: Job, token: string | undefined, deps: Runn
       jobId: row.id,
       teamId: row.teamId,
       database: deps.database,
+      replicaDatabase: deps.replicaDatabase,
       blobs: deps.blobs,
       log,
       chunkSize: deps.chunkSize,

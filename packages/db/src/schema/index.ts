@@ -3,3 +3,4 @@ export * from './projects';
 export * from './cms';
 export * from './jobs';
 export * from './staff';
+export * from './imports';

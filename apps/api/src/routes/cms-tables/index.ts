@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { FastifyPluginAsyncZod, ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { getCmsTable, getRow, listRows, UUID_RE } from '@platform/db';
 import { bulkOperationSchema, MAX_BULK_OPERATIONS, validateRowData } from '@platform/jobs';
 import { acceptJob, fingerprint } from '../../accept-job';
@@ -9,7 +9,6 @@ import { teamAuth } from '../../plugins/auth';
 import { decodeCursor, encodeCursor, presentRow } from '../../present';
 
 const tableParams = z.object({ tableId: z.string() });
-const IMPORT_MEDIA_TYPES = { csv: 'text/csv', ndjson: 'application/x-ndjson' } as const;
 const rowSchema = z.object({
   id: z.uuid(),
   identifier: z.string(),
@@ -115,50 +114,6 @@ export const cmsTableRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) 
         },
         discard: (jobId) => deps.blobs.delete(blobKey(jobId)),
       });
-    },
-  );
-
-  // Imports take the file itself (CSV or NDJSON), streamed: their parsers hand the (decoded) body
-  // stream through untouched, and live in their own context so the JSON routes keep refusing
-  // these media types with 415.
-  await app.register(async (child) => {
-    const imports = child.withTypeProvider<ZodTypeProvider>();
-    imports.addContentTypeParser([IMPORT_MEDIA_TYPES.csv, IMPORT_MEDIA_TYPES.ndjson], (_req, payload, done) => done(null, payload));
-    imports.post(
-      '/v1/cms-tables/:tableId/imports',
-      {
-        schema: {
-          tags: ['heavy'],
-          summary: 'CMS import of a CSV or NDJSON file (not served by this build yet)',
-          params: tableParams,
-          querystring: z.object({
-            format: z.enum(['csv', 'ndjson']).optional(),
-            mode: z.enum(['insert', 'upsert']).default('insert'),
-            onError: z.enum(['abort', 'skip']).default('abort'),
-          }),
-        },
-      },
-      async (req) => {
-        await ownTable(req.teamId, req.params.tableId);
-        const media = req.mediaType?.toLowerCase();
-        const format = (Object.keys(IMPORT_MEDIA_TYPES) as (keyof typeof IMPORT_MEDIA_TYPES)[]).find((f) => IMPORT_MEDIA_TYPES[f] === media);
-        if (!format) {
-          throw new AppError('unsupported_media_type', `send the file as ${IMPORT_MEDIA_TYPES.csv} or ${IMPORT_MEDIA_TYPES.ndjson}`);
-        }
-        if (req.query.format && req.query.format !== format) {
-          throw new AppError('unsupported_media_type', `?format=${req.query.format} contradicts Content-Type ${media}`);
-        }
-        throw new AppError('not_implemented', 'CMS imports are not served by this build yet');
-      },
-    );
-  });
-
-  app.post(
-    '/v1/cms-tables/:tableId/exports',
-    { schema: { tags: ['heavy'], params: tableParams, summary: 'CMS export (not served by this build yet)' } },
-    async (req) => {
-      await ownTable(req.teamId, req.params.tableId);
-      throw new AppError('not_implemented', 'CMS exports are not served by this build yet');
     },
   );
 };

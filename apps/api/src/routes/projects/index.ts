@@ -97,13 +97,4 @@ export const projectRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) =
       return reply.status(201).send({ id: t.id, name: t.name, fields: t.fields });
     },
   );
-
-  app.post(
-    '/v1/projects/:projectId/publishes',
-    { schema: { tags: ['heavy'], params: projectParams, summary: 'Publish a revision (not served by this build yet)' } },
-    async (req) => {
-      await ownProject(req.teamId, req.params.projectId);
-      throw new AppError('not_implemented', 'publishing is not served by this build yet');
-    },
-  );
 };

@@ -1,0 +1,223 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { parse } from 'csv-parse/sync';
+import pino from 'pino';
+import { loadConfig } from '../../worker/src/config';
+import { startWorker, type WorkerRuntime } from '../../worker/src/create-worker';
+import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, waitFor, type TestEnv } from '../../../test/helpers';
+
+let t: TestEnv;
+let api: FastifyInstance;
+let worker: WorkerRuntime | undefined;
+let token: string;
+let otherToken: string;
+let tableId: string;
+
+const fields = [
+  { name: 'title', type: 'text', required: true },
+  { name: 'views', type: 'number' },
+  { name: 'meta', type: 'json' },
+  { name: 'flag', type: 'boolean' },
+  { name: 'when', type: 'datetime' },
+];
+
+/** Each row as written, and the CSV line it must export as (after `<id>,`), by hand. */
+const cases: { identifier: string; data: Record<string, unknown>; csv: string }[] = [
+  { identifier: 'eq', data: { title: '=1+2', views: -5, meta: { a: [1, 'x'] }, flag: true, when: '2024-01-02T03:04:05Z' }, csv: `eq,'=1+2,-5,"{""a"":[1,""x""]}",true,2024-01-02T03:04:05Z` },
+  { identifier: 'plus', data: { title: '+cmd', views: 0, flag: false }, csv: `plus,'+cmd,0,,false,` },
+  { identifier: 'minus', data: { title: '-2+3', views: -1.5, meta: -3 }, csv: `minus,'-2+3,-1.5,-3,,` },
+  { identifier: 'at', data: { title: '@SUM(A1)', meta: '=not a formula, JSON text' }, csv: `at,'@SUM(A1),,"""=not a formula, JSON text""",,` },
+  { identifier: 'tab', data: { title: '\tx' }, csv: `tab,'\tx,,,,` },
+  { identifier: 'cr', data: { title: '\rx' }, csv: `cr,"'\rx",,,,` },
+  { identifier: '=ident', data: { title: 'an identifier is text too' }, csv: `'=ident,an identifier is text too,,,,` },
+  { identifier: 'quotes', data: { title: 'He said "hi", then left', meta: ['a,b', null] }, csv: `quotes,"He said ""hi"", then left",,"[""a,b"",null]",,` },
+  { identifier: 'lines', data: { title: 'line 1\nline 2\r\nline 3' }, csv: `lines,"line 1\nline 2\r\nline 3",,,,` },
+  { identifier: 'unicode', data: { title: 'Ünïcødé — 日本語 🎉', meta: { 'ключ': 'значение' } }, csv: `unicode,Ünïcødé — 日本語 🎉,,"{""ключ"":""значение""}",,` },
+  { identifier: 'nulls', data: { title: 'nulls', views: null, meta: null, flag: null }, csv: `nulls,nulls,,,,` },
+  { identifier: 'inner', data: { title: 'a=b', views: 1e21 }, csv: `inner,a=b,1e+21,,,` },
+];
+const HEADER = 'id,identifier,title,views,meta,flag,when\r\n';
+
+async function jobOf(id: string, tok = token) {
+  return (await api.inject({ method: 'GET', url: `/v1/jobs/${id}`, headers: bearer(tok) })).json();
+}
+
+async function finished(id: string) {
+  return waitFor(async () => {
+    const j = await jobOf(id);
+    return ['completed', 'failed', 'cancelled'].includes(j.status) ? j : undefined;
+  }, { what: `job ${id} to end` });
+}
+
+async function exportOf(body: Record<string, unknown>, headers: Record<string, string> = {}) {
+  const res = await api.inject({ method: 'POST', url: `/v1/cms-tables/${tableId}/exports`, headers: { ...bearer(token), ...headers }, payload: body });
+  return res;
+}
+
+async function download(id: string, tok = token) {
+  return api.inject({ method: 'GET', url: `/v1/jobs/${id}/download`, headers: bearer(tok) });
+}
+
+/** Row ids in id order, by identifier, as the database holds them. */
+async function rowsInIdOrder(where = 'true'): Promise<{ id: string; identifier: string }[]> {
+  const r = await t.database.pool.query(`select id, identifier from cms_rows where table_id = $1 and deleted_at is null and ${where} order by id`, [tableId]);
+  return r.rows;
+}
+
+beforeAll(async () => {
+  t = await createTestEnv();
+  api = await buildTestApi(t);
+  const admin = bearer(ADMIN_TOKEN);
+  token = (await api.inject({ method: 'POST', url: '/v1/admin/teams', headers: admin, payload: { name: 'exporters' } })).json().token;
+  otherToken = (await api.inject({ method: 'POST', url: '/v1/admin/teams', headers: admin, payload: { name: 'others' } })).json().token;
+  const project = await api.inject({ method: 'POST', url: '/v1/projects', headers: bearer(token), payload: { name: 'site' } });
+  const table = await api.inject({ method: 'POST', url: `/v1/projects/${project.json().id}/cms-tables`, headers: bearer(token), payload: { name: 'posts', fields } });
+  expect(table.statusCode).toBe(201);
+  tableId = table.json().id;
+});
+
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await t?.cleanup();
+});
+
+describe('CMS exports end to end', () => {
+  it('queues an export (202 + Location); its download answers 409 until it completed', async () => {
+    const res = await exportOf({ format: 'csv' });
+    expect(res.statusCode).toBe(202);
+    expect(res.headers.location).toBe(`/v1/jobs/${res.json().id}`);
+    expect(res.json()).toMatchObject({ type: 'cms.export', status: 'queued', progress: { done: 0, total: null }, result: null });
+    // No worker runs yet: the job stays queued.
+    const early = await download(res.json().id);
+    expect(early.statusCode).toBe(409);
+    expect(early.json().error.code).toBe('conflict');
+
+    // From here on a worker runs in-process, reading through a "replica" (the same database).
+    worker = await startWorker(
+      loadConfig({ ...t.env, WORKER_PORT: '0', WORKER_CHUNK_SIZE: '5', DATABASE_REPLICA_URL: t.databaseUrl }),
+      pino({ level: 'warn' }),
+    );
+    const job = await finished(res.json().id);
+    expect(job.status).toBe('completed');
+    // An empty table: the header alone.
+    expect(job.result).toEqual({ blobKey: `exports/${job.id}.csv`, format: 'csv', rows: 0, bytes: Buffer.byteLength(HEADER) });
+    expect((await download(job.id)).body).toBe(HEADER);
+    const replica = await t.database.pool.query(`select count(*)::int as n from pg_stat_activity where application_name = 'worker-replica'`);
+    expect(replica.rows[0].n).toBeGreaterThan(0);
+  });
+
+  it('exports CSV exactly: header, id order, RFC 4180 quoting, formula cells neutralised, numbers never', async () => {
+    const operations = [
+      ...cases.map((c) => ({ op: 'insert', identifier: c.identifier, data: c.data })),
+      // Deleted rows are not exported.
+      { op: 'insert', identifier: 'gone', data: { title: 'deleted' } },
+      { op: 'delete', identifier: 'gone' },
+    ];
+    const write = await api.inject({ method: 'POST', url: `/v1/cms-tables/${tableId}/bulk-writes`, headers: bearer(token), payload: { operations } });
+    expect(write.statusCode).toBe(202);
+    expect((await finished(write.json().id)).status).toBe('completed');
+
+    const res = await exportOf({ format: 'csv', published: false });
+    expect(res.statusCode).toBe(202);
+    const job = await finished(res.json().id);
+    expect(job.status).toBe('completed');
+    expect(job.progress).toEqual({ done: cases.length, total: cases.length });
+
+    const byIdent = new Map(cases.map((c) => [c.identifier, c.csv]));
+    const rows = await rowsInIdOrder();
+    const expected = HEADER + rows.map((r) => `${r.id},${byIdent.get(r.identifier)}\r\n`).join('');
+    const file = await download(job.id);
+    expect(file.statusCode).toBe(200);
+    expect(file.headers['content-type']).toBe('text/csv; charset=utf-8');
+    expect(file.headers['content-disposition']).toBe(`attachment; filename="export-${job.id}.csv"`);
+    expect(file.body).toBe(expected);
+    expect(job.result).toEqual({ blobKey: `exports/${job.id}.csv`, format: 'csv', rows: cases.length, bytes: Buffer.byteLength(expected) });
+    expect(Number(file.headers['content-length'])).toBe(Buffer.byteLength(expected));
+
+    // Read back as a spreadsheet would: no cell starts a formula unless prefixed; numbers stay numbers.
+    const records: string[][] = parse(file.body);
+    expect(records).toHaveLength(rows.length + 1);
+    const numberColumn = 3;
+    for (const rec of records.slice(1)) {
+      rec.forEach((cell, col) => {
+        if (col === numberColumn || /^-\d+(\.\d+)?$/.test(cell)) return;
+        expect(cell, `cell ${JSON.stringify(cell)}`).not.toMatch(/^[=+\-@\t\r]/);
+      });
+    }
+    const eq = records.find((r) => r[1] === 'eq')!;
+    expect(eq.slice(2)).toEqual(["'=1+2", '-5', '{"a":[1,"x"]}', 'true', '2024-01-02T03:04:05Z']);
+    expect(records.find((r) => r[1] === 'lines')![2]).toBe('line 1\nline 2\r\nline 3');
+  });
+
+  it('exports NDJSON: one object per row with the same keys, values as stored', async () => {
+    const res = await exportOf({ format: 'ndjson' });
+    const job = await finished(res.json().id);
+    expect(job.status).toBe('completed');
+    const rows = await rowsInIdOrder();
+    const byIdent = new Map(cases.map((c) => [c.identifier, c.data]));
+    const expected = rows
+      .map((r) => {
+        const d = byIdent.get(r.identifier)!;
+        return JSON.stringify({
+          id: r.id,
+          identifier: r.identifier,
+          ...Object.fromEntries(fields.map((f) => [f.name, d[f.name] ?? null])),
+        }) + '\n';
+      })
+      .join('');
+    const file = await download(job.id);
+    expect(file.statusCode).toBe(200);
+    expect(file.headers['content-type']).toBe('application/x-ndjson');
+    expect(file.headers['content-disposition']).toBe(`attachment; filename="export-${job.id}.ndjson"`);
+    expect(file.body).toBe(expected);
+    expect(job.result).toMatchObject({ blobKey: `exports/${job.id}.ndjson`, format: 'ndjson', rows: rows.length });
+  });
+
+  it('published: true exports the live data of the rows that have it, and only those', async () => {
+    await t.database.pool.query(
+      `update cms_rows set data = jsonb_build_object('title', 'live ' || identifier, 'views', 7)
+       where table_id = $1 and identifier in ('plus', 'unicode', 'gone')`,
+      [tableId],
+    );
+    const res = await exportOf({ format: 'csv', published: true });
+    const job = await finished(res.json().id);
+    expect(job.status).toBe('completed');
+    const live = await rowsInIdOrder('data is not null');
+    expect(live.map((r) => r.identifier).sort()).toEqual(['plus', 'unicode']);
+    const expected = HEADER + live.map((r) => `${r.id},${r.identifier},live ${r.identifier},7,,,\r\n`).join('');
+    expect((await download(job.id)).body).toBe(expected);
+    expect(job.progress).toEqual({ done: 2, total: 2 });
+  });
+
+  it('replays an Idempotency-Key with the first job (200) and refuses it for another body (409)', async () => {
+    const key = { 'idempotency-key': 'export-once' };
+    const first = await exportOf({ format: 'ndjson' }, key);
+    expect(first.statusCode).toBe(202);
+    const again = await exportOf({ format: 'ndjson', published: false }, key);
+    expect(again.statusCode).toBe(200);
+    expect(again.json().id).toBe(first.json().id);
+    const other = await exportOf({ format: 'csv' }, key);
+    expect(other.statusCode).toBe(409);
+    await finished(first.json().id);
+  });
+
+  it('refuses a body that does not fit (400) and hides other teams\u2019 tables and exports (404)', async () => {
+    for (const body of [{ format: 'xml' }, {}, { format: 'csv', published: 'yes' }, { format: 'csv', extra: 1 }]) {
+      const res = await exportOf(body);
+      expect(res.statusCode, JSON.stringify(body)).toBe(400);
+      expect(res.json().error.code).toBe('validation_failed');
+    }
+    const theirs = await api.inject({ method: 'POST', url: `/v1/cms-tables/${tableId}/exports`, headers: bearer(otherToken), payload: { format: 'csv' } });
+    expect(theirs.statusCode).toBe(404);
+    expect(theirs.json().error.code).toBe('not_found');
+    expect((await api.inject({ method: 'POST', url: '/v1/cms-tables/not-a-uuid/exports', headers: bearer(token), payload: { format: 'csv' } })).statusCode).toBe(404);
+
+    const mine = await exportOf({ format: 'csv' });
+    await finished(mine.json().id);
+    const stolen = await download(mine.json().id, otherToken);
+    expect(stolen.statusCode).toBe(404);
+    expect(stolen.json().error.code).toBe('not_found');
+    expect((await download(mine.json().id)).statusCode).toBe(200);
+  });
+});

@@ -1,0 +1,218 @@
+import type { z } from 'zod';
+import { getCmsTable, type CmsTableRow } from '@platform/db';
+import { runChunks, type Chunk } from '../chunk-runner';
+import { insertRows } from '../cms/row-writes';
+import { JobInputError } from '../errors';
+import type { Processor, ProcessorContext } from '../processor';
+import { classify, collapseUpserts } from './classify';
+import type { importPayload } from './definition';
+import type { RowProblem } from './rows';
+import { openSource, type Position, type RowSource, type SourceRecord } from './source';
+import { claimIdentifiers, dropClaims, upsertRows } from './writes';
+
+type Payload = z.infer<typeof importPayload>;
+
+/**
+ * Where the import is: a position in the file (a resumed run seeks to it) and the counters so far.
+ * Advanced in the same transaction as the chunk's writes, so it never disagrees with the table.
+ */
+export interface ImportCheckpoint {
+  /** `validate` reads the whole file writing nothing (onError=abort); `write` writes. */
+  phase: 'validate' | 'write';
+  at: Position;
+  /** CSV column names, once read (the checkpoint is then past the header). */
+  header?: string[];
+  /** The phase has read the whole file. */
+  eof: boolean;
+  /** Data rows read in this phase. */
+  rows: number;
+  /** Invalid rows met in this phase (skipped ones when writing), and their first problems. */
+  invalid: number;
+  problems: RowProblem[];
+  inserted: number;
+  updated: number;
+  /** Data rows of the file, once a validate pass has counted them. */
+  total?: number;
+}
+
+export interface ImportResult {
+  inserted: number;
+  updated: number;
+  skippedCount: number;
+  skipped: RowProblem[];
+}
+
+const MAX_PROBLEMS = 100;
+/** One record (a CSV row with its quoted newlines, an NDJSON line) may not exceed this. */
+const MAX_RECORD_BYTES = 32 * 1024 * 1024;
+/** A chunk ends early past this many bytes of file, so a few huge rows cannot make a huge chunk. */
+const MAX_CHUNK_BYTES = 16 * 1024 * 1024;
+
+const fresh = (phase: ImportCheckpoint['phase']): ImportCheckpoint => ({
+  phase,
+  at: { byte: 0, line: 0 },
+  eof: false,
+  rows: 0,
+  invalid: 0,
+  problems: [],
+  inserted: 0,
+  updated: 0,
+});
+
+/**
+ * `cms.import`: streams the uploaded file from the blob store in chunks of rows. Under
+ * `onError=abort` a first pass validates the whole file and writes nothing but its identifier
+ * claims; if any row is invalid the job fails naming them. The write pass (the only pass under
+ * `onError=skip`) writes each chunk's valid rows in one transaction with the checkpoint.
+ */
+export const importProcessor: Processor<Payload> = async (ctx) => {
+  const { payload, run, database } = ctx;
+  const table = await getCmsTable(database.db, payload.tableId, ctx.teamId);
+  if (!table) throw new JobInputError('the CMS table no longer exists', 'not_found');
+  let cp: ImportCheckpoint = (run.checkpoint as ImportCheckpoint | null) ?? fresh(payload.onError === 'abort' ? 'validate' : 'write');
+  try {
+    if (cp.phase === 'validate') {
+      cp = await pass(ctx, table, cp);
+      if (cp.invalid > 0) {
+        throw new JobInputError(
+          `${cp.invalid} invalid row(s) in the file; nothing was written`,
+          'validation_failed',
+          cp.problems,
+          cp.invalid,
+        );
+      }
+      const next: ImportCheckpoint = { ...fresh('write'), total: cp.rows };
+      await run.commit({ checkpoint: next, done: 0, total: cp.rows, rows: 0 });
+      cp = next;
+    }
+    cp = await pass(ctx, table, cp);
+  } catch (err) {
+    // Bad input ends the job for good: its claims are of no further use.
+    if (err instanceof JobInputError) await dropClaims(database.pool, ctx.jobId).catch(() => {});
+    throw err;
+  }
+  await dropClaims(database.pool, ctx.jobId);
+  await ctx.blobs.delete(payload.blobKey);
+  const result: ImportResult = { inserted: cp.inserted, updated: cp.updated, skippedCount: cp.invalid, skipped: cp.problems };
+  return result;
+};
+
+/** Runs one phase to the end of the file, from its checkpoint. */
+async function pass(ctx: ProcessorContext<Payload>, table: CmsTableRow, start: ImportCheckpoint): Promise<ImportCheckpoint> {
+  const { payload, run } = ctx;
+  let source: RowSource | undefined;
+  // The next chunk's records, read (parsed) while this one is checked and committed.
+  let ahead: Promise<Taken> | undefined;
+  try {
+    return await runChunks<ImportCheckpoint>(run, start, async (at) => {
+      if (at.eof) return null;
+      // Opened at the first chunk (not before: a finished phase never touches the file again).
+      source ??= openSource({
+        blobs: ctx.blobs,
+        blobKey: payload.blobKey,
+        format: payload.format,
+        fields: table.fields,
+        from: at.at,
+        header: at.header,
+        maxRecordBytes: MAX_RECORD_BYTES,
+      });
+      const taken = await (ahead ?? takeChunk(source, ctx.chunkSize));
+      ahead = undefined;
+      if (!taken.eof) {
+        ahead = takeChunk(source, ctx.chunkSize);
+        // Dropped unread when the run stops here (its error, if any, is the source's and not news).
+        ahead.catch(() => {});
+      }
+      return planChunk(ctx, table, at, taken);
+    });
+  } finally {
+    source?.close();
+  }
+}
+
+interface Taken {
+  records: SourceRecord[];
+  eof: boolean;
+  /** Just past the last record (the checkpoint of the chunk), and the CSV header. */
+  position: Position;
+  header: string[] | undefined;
+}
+
+async function takeChunk(source: RowSource, maxRows: number): Promise<Taken> {
+  const records: SourceRecord[] = [];
+  let bytes = 0;
+  let eof = false;
+  while (records.length < maxRows && bytes < MAX_CHUNK_BYTES) {
+    const r = await source.next();
+    if (!r) {
+      eof = true;
+      break;
+    }
+    records.push(r);
+    bytes += r.bytes;
+  }
+  return { records, eof, position: source.position, header: source.header };
+}
+
+async function planChunk(
+  ctx: ProcessorContext<Payload>,
+  table: CmsTableRow,
+  at: ImportCheckpoint,
+  { records, eof, position, header }: Taken,
+): Promise<Chunk<ImportCheckpoint>> {
+  const { payload, jobId } = ctx;
+  const validating = at.phase === 'validate';
+  // After a validate pass, the claims cover the whole file: the write pass only writes.
+  const checked = validating || payload.onError === 'skip';
+  const rows = records.map((r) => r.row);
+  const c = await classify(rows, {
+    pool: ctx.database.pool,
+    jobId,
+    tableId: table.id,
+    mode: payload.mode,
+    checkIdentifiers: checked,
+  });
+  if (!checked && c.invalidRows > 0) {
+    // The validate pass found none; the same file read again cannot have any.
+    throw new Error(`row ${c.problems[0]?.line} became invalid after the file was validated`);
+  }
+  const next: ImportCheckpoint = {
+    ...at,
+    at: position,
+    header,
+    eof,
+    rows: at.rows + rows.length,
+    invalid: at.invalid + c.invalidRows,
+    problems: at.problems.length < MAX_PROBLEMS ? [...at.problems, ...c.problems].slice(0, MAX_PROBLEMS) : at.problems,
+  };
+  const chunk: Chunk<ImportCheckpoint> = { checkpoint: next, done: 0, rows: rows.length };
+
+  if (validating) {
+    // Nothing is written but the claims, so that later chunks can tell a repeat within the file.
+    if (payload.mode === 'insert') chunk.write = ({ client }) => claimIdentifiers(client, jobId, c.claims);
+    return chunk;
+  }
+
+  chunk.done = next.rows;
+  chunk.total = at.total ?? (eof ? next.rows : undefined);
+  if (payload.mode === 'insert') {
+    next.inserted += c.valid.length;
+    chunk.write = async ({ client }) => {
+      const n = await insertRows(client, table, c.valid);
+      if (n !== c.valid.length) throw new Error(`inserted ${n} of ${c.valid.length} rows`);
+      if (checked) await claimIdentifiers(client, jobId, c.claims);
+    };
+  } else {
+    const u = collapseUpserts(c.valid, c.existing);
+    next.inserted += u.inserted;
+    next.updated += u.updated;
+    chunk.write = async ({ client }) => {
+      const got = await upsertRows(client, table, u.writes);
+      if (got.inserted !== u.expect.inserted || got.updated !== u.expect.updated) {
+        // The table changed between the read and the write: roll the chunk back and plan it again.
+        throw new Error(`upsert wrote ${JSON.stringify(got)}, expected ${JSON.stringify(u.expect)}`);
+      }
+    };
+  }
+  return chunk;
+}

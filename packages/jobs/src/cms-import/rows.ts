@@ -1,0 +1,148 @@
+import type { CmsField } from '@platform/db';
+import { validateRowData } from '../cms/row-data';
+import { identifierSchema, MAX_IDENTIFIER_LENGTH } from '../cms-bulk-write/definition';
+
+/** One problem of one row, as the contract names it: `[{line, field, message}]`. */
+export interface RowProblem {
+  line: number;
+  field: string;
+  message: string;
+}
+
+/** A record of the file turned into a row of the table, with everything wrong with it. */
+export interface ImportRow {
+  line: number;
+  identifier?: string;
+  data: Record<string, unknown>;
+  problems: RowProblem[];
+}
+
+/** Columns with a meaning of their own: `identifier` keys the row, `id` is ignored. */
+const IDENTIFIER = 'identifier';
+const ID = 'id';
+
+const problem = (line: number, field: string, message: string): RowProblem => ({
+  line,
+  field,
+  message: field ? `${field} ${message}` : message,
+});
+
+function checkIdentifier(line: number, value: unknown, out: RowProblem[]): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') {
+    out.push(problem(line, IDENTIFIER, 'must be a string'));
+    return undefined;
+  }
+  const parsed = identifierSchema.safeParse(value);
+  if (!parsed.success) {
+    const message =
+      value.length === 0
+        ? 'must not be empty'
+        : value.length > MAX_IDENTIFIER_LENGTH
+          ? `must be at most ${MAX_IDENTIFIER_LENGTH} characters`
+          : parsed.error.issues.map((i) => i.message).join('; ');
+    out.push(problem(line, IDENTIFIER, message));
+    return undefined;
+  }
+  return parsed.data;
+}
+
+function finish(fields: readonly CmsField[], line: number, identifier: unknown, data: Record<string, unknown>, problems: RowProblem[]): ImportRow {
+  const ident = checkIdentifier(line, identifier, problems);
+  // A cell that could not be read is named once, not again as "is required".
+  const named = new Set(problems.map((p) => p.field));
+  for (const p of validateRowData(fields, data)) {
+    if (!named.has(p.field)) problems.push(problem(line, p.field, p.message));
+  }
+  return { line, identifier: ident, data, problems };
+}
+
+/** An NDJSON line: one JSON object keyed by field name. */
+export function ndjsonRow(fields: readonly CmsField[], line: number, text: string): ImportRow {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { line, data: {}, problems: [problem(line, '', 'is not valid JSON')] };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { line, data: {}, problems: [problem(line, '', 'must be a JSON object keyed by field name')] };
+  }
+  const { [IDENTIFIER]: identifier, [ID]: _ignored, ...data } = value as Record<string, unknown>;
+  return finish(fields, line, identifier, data, []);
+}
+
+/** Characters that make a spreadsheet read a cell as a formula; exports prefix them with `'`. */
+const FORMULA_START = new Set(['=', '+', '-', '@', '\t', '\r']);
+
+/** Removes the `'` an export put before a formula-like first character (shared/API.md, CSV). */
+export function unprefixText(cell: string): string {
+  return cell.length > 1 && cell[0] === "'" && FORMULA_START.has(cell[1]!) ? cell.slice(1) : cell;
+}
+
+const NUMBER_RE = /^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$/;
+
+/** A CSV cell is text; the field's type says what it stands for. `undefined` leaves it out of the row. */
+function cellValue(field: CmsField, cell: string, onError: (message: string) => void): unknown {
+  if (cell === '') return undefined;
+  switch (field.type) {
+    case 'text':
+      return unprefixText(cell);
+    case 'number':
+      // Anything else stays text, so the row check names it ("must be a finite number").
+      return NUMBER_RE.test(cell) ? Number(cell) : cell;
+    case 'boolean': {
+      const b = cell.trim().toLowerCase();
+      return b === 'true' ? true : b === 'false' ? false : cell;
+    }
+    case 'datetime':
+      return cell.trim();
+    case 'json':
+      try {
+        return JSON.parse(unprefixText(cell));
+      } catch {
+        onError('is not valid JSON');
+        return undefined;
+      }
+  }
+}
+
+/**
+ * Maps a CSV header to the table: every column must be a field, `identifier` or `id`, once.
+ * Returns the problems (empty when the header fits).
+ */
+export function checkCsvHeader(fields: readonly CmsField[], header: readonly string[]): RowProblem[] {
+  const names = new Set(fields.map((f) => f.name));
+  const seen = new Set<string>();
+  const problems: RowProblem[] = [];
+  header.forEach((name, i) => {
+    if (name === '') problems.push(problem(1, '', `column ${i + 1} has no name`));
+    else if (seen.has(name)) problems.push(problem(1, name, 'is named by two columns'));
+    else if (!names.has(name) && name !== IDENTIFIER && name !== ID) problems.push(problem(1, name, 'is not a field of this table'));
+    seen.add(name);
+  });
+  return problems;
+}
+
+/** A CSV record, mapped by the header (already checked by `checkCsvHeader`). */
+export function csvRow(fields: readonly CmsField[], header: readonly string[], line: number, cells: readonly string[]): ImportRow {
+  const problems: RowProblem[] = [];
+  if (cells.length !== header.length) {
+    problems.push(problem(line, '', `has ${cells.length} cell(s); the header names ${header.length} column(s)`));
+  }
+  const byName = new Map(fields.map((f) => [f.name, f]));
+  const data: Record<string, unknown> = {};
+  let identifier: string | undefined;
+  header.forEach((name, i) => {
+    const cell = cells[i] ?? '';
+    if (name === IDENTIFIER) {
+      identifier = cell === '' ? undefined : unprefixText(cell);
+      return;
+    }
+    const field = byName.get(name);
+    if (!field) return;
+    const v = cellValue(field, cell, (message) => problems.push(problem(line, name, message)));
+    if (v !== undefined) data[name] = v;
+  });
+  return finish(fields, line, identifier, data, problems);
+}
