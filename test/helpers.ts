@@ -40,6 +40,8 @@ export async function createTestEnv(): Promise<TestEnv> {
       QUEUE_PREFIX: queuePrefix,
       BLOB_DIR: blobDir,
       LOG_LEVEL: 'warn',
+      // Fixed chunk sizes, so tests can count chunks; the adaptive sizer has its own tests.
+      WORKER_CHUNK_BUDGET_MS: '0',
     },
     async cleanup() {
       await database.close();
@@ -57,8 +59,8 @@ export async function buildTestApi(t: TestEnv, env: Record<string, string> = {})
   const { loadConfig } = await import('../apps/api/src/config');
   const config = loadConfig({ ...t.env, ADMIN_TOKEN, API_PORT: '0', ...env });
   const redis = createRedis(config.redisUrl, 'producer');
-  const producer = new Producer(redis, config.queuePrefix);
   const database = createDatabase({ url: config.databaseUrl, max: 5, applicationName: 'api-test' });
+  const producer = new Producer(redis, config.queuePrefix, database.db);
   return buildApp({ config, database, redis, producer, blobs: new FsBlobStore(config.blobDir) }, { ownsDeps: true });
 }
 

@@ -12,12 +12,30 @@ import {
   type JobRow,
 } from '@platform/db';
 import { EnvelopeTooLargeError, jobDefinition, type JobName, type Producer } from '@platform/jobs';
+import type { Redis } from 'ioredis';
+import type { ApiDeps } from './deps';
 import { AppError, isRedisUnavailable } from './errors';
+import { checkEnqueueRate, checkQueuedCap } from './team-limits';
 import { presentJob } from './present';
 
 export interface AcceptDeps {
   db: Db;
   producer: Producer;
+  redis: Redis;
+  queuePrefix: string;
+  teamMaxQueued: number;
+  teamEnqueuePerMinute: number;
+}
+
+export function acceptDeps(deps: ApiDeps): AcceptDeps {
+  return {
+    db: deps.database.db,
+    producer: deps.producer,
+    redis: deps.redis,
+    queuePrefix: deps.config.queuePrefix,
+    teamMaxQueued: deps.config.teamMaxQueued,
+    teamEnqueuePerMinute: deps.config.teamEnqueuePerMinute,
+  };
 }
 
 export interface AcceptSpec {
@@ -87,6 +105,11 @@ export async function acceptJob(deps: AcceptDeps, req: FastifyRequest, reply: Fa
     if (existing) return reply.status(200).header('location', `/v1/jobs/${existing.id}`).send(presentJob(existing));
   }
 
+  // Admission before any input is stored: the team's request rate, then (cheaply, and exactly
+  // again inside the transaction below) its queued-jobs cap.
+  await checkEnqueueRate(deps.redis, deps.queuePrefix, teamId, deps.teamEnqueuePerMinute);
+  await checkQueuedCap(db, teamId, deps.teamMaxQueued);
+
   const jobId = uuidv7();
   const { payload, total, fingerprint: prepared } = await spec.prepare(jobId);
   const fp = prepared ?? (typeof spec.fingerprint === 'string' ? spec.fingerprint : undefined);
@@ -97,6 +120,7 @@ export async function acceptJob(deps: AcceptDeps, req: FastifyRequest, reply: Fa
   let row: JobRow;
   try {
     row = await db.transaction(async (tx) => {
+      await checkQueuedCap(tx, teamId, deps.teamMaxQueued);
       const created = await insertJob(tx, {
         id: jobId,
         teamId,

@@ -6,6 +6,7 @@ import { QUEUE_NAMES } from '@platform/jobs';
 import type { ApiDeps } from './deps';
 import { registerErrorHandling } from './errors';
 import { registerGzipBodies } from './plugins/gzip';
+import { publishDbPressure } from './plugins/pressure';
 import { registerMetrics } from './plugins/metrics';
 import { adminRoutes } from './routes/admin/index';
 import { cmsTableRoutes } from './routes/cms-tables/index';
@@ -32,6 +33,7 @@ export async function buildApp(deps: ApiDeps, opts: BuildOptions = {}): Promise<
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
   }).withTypeProvider<ZodTypeProvider>();
   watchRedis(app, deps);
+  publishDbPressure(app, deps);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   // Fastify parses text/plain by default; no route of the contract takes it, so it answers 415

@@ -20,6 +20,9 @@ const schema = z
     API_BULK_BODY_LIMIT_BYTES: int(64 * 1024 * 1024),
     /** Import files are streamed to the blob store, never buffered; counted after decompression. */
     API_IMPORT_MAX_BYTES: int(1024 * 1024 * 1024),
+    /** Default per-team caps (teams.max_queued_jobs overrides the first); 0 turns one off. */
+    API_TEAM_MAX_QUEUED: z.coerce.number().int().min(0).default(500),
+    API_TEAM_ENQUEUE_PER_MINUTE: z.coerce.number().int().min(0).default(600),
     LOG_LEVEL: z.string().default('info'),
   })
   .transform((c) => ({
@@ -35,6 +38,8 @@ const schema = z
     bulkBodyLimit: c.API_BULK_BODY_LIMIT_BYTES,
     importMaxBytes: c.API_IMPORT_MAX_BYTES,
     logLevel: c.LOG_LEVEL,
+    teamMaxQueued: c.API_TEAM_MAX_QUEUED,
+    teamEnqueuePerMinute: c.API_TEAM_ENQUEUE_PER_MINUTE,
   }));
 
 export type ApiConfig = z.output<typeof schema>;

@@ -46,7 +46,9 @@ export function isRedisUnavailable(err: unknown): boolean {
 
 function send(reply: FastifyReply, err: AppError): FastifyReply {
   if (err.code === 'dependency_unavailable' || err.code === 'rate_limited') {
-    if (!reply.getHeader('retry-after')) reply.header('retry-after', '5');
+    const after = err.extra?.retryAfterSeconds;
+    if (typeof after === 'number') reply.header('retry-after', String(after));
+    else if (!reply.getHeader('retry-after')) reply.header('retry-after', '5');
   }
   return reply.status(err.status).send({
     error: {

@@ -17,8 +17,8 @@ import { loadConfig } from '../src/config';
 export async function buildApiWithEnv(t: TestEnv, env: Record<string, string>): Promise<FastifyInstance> {
   const config = loadConfig({ ...t.env, ADMIN_TOKEN, API_PORT: '0', ...env });
   const redis = createRedis(config.redisUrl, 'producer');
-  const producer = new Producer(redis, config.queuePrefix);
   const database = createDatabase({ url: config.databaseUrl, max: 5, applicationName: 'api-test' });
+  const producer = new Producer(redis, config.queuePrefix, database.db);
   return buildApp({ config, database, redis, producer, blobs: new FsBlobStore(config.blobDir) }, { ownsDeps: true });
 }
 

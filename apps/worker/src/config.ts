@@ -26,6 +26,20 @@ const schema = z
     WORKER_STALLED_INTERVAL_MS: int(30_000),
     WORKER_MAX_STALLED_COUNT: int(3),
     WORKER_BLOCKED_RETRY_MS: int(500),
+    /** Connections all workers together may hold, leased through Redis; 0 turns the budget off. */
+    WORKER_DB_BUDGET: z.coerce.number().int().min(0).default(20),
+    WORKER_DB_BUDGET_TTL_MS: int(15_000),
+    /** Chunk transactions aim at this duration; 0 keeps every chunk at WORKER_CHUNK_SIZE. */
+    WORKER_CHUNK_BUDGET_MS: z.coerce.number().int().min(0).default(200),
+    WORKER_CHUNK_MIN: int(100),
+    WORKER_CHUNK_MAX: int(20_000),
+    /** A run holds a slot at least this long before yielding to another team's waiting job. */
+    WORKER_TIME_SLICE_MS: int(1_000),
+    WORKER_PRESSURE_PAUSE_MS: int(200),
+    /** Default cap of a team's running jobs (teams.max_running_jobs overrides); 0 means none. */
+    WORKER_TEAM_MAX_RUNNING: z.coerce.number().int().min(0).default(8),
+    /** Overrides every job type's maximum run time. */
+    WORKER_MAX_RUN_TIME_MS: z.coerce.number().int().positive().optional(),
     /** Bounded below the orchestrator's grace period (compose and Kubernetes default to 30 s). */
     WORKER_SHUTDOWN_TIMEOUT_MS: int(20_000),
     /** Test-only fault injection inside a chunk transaction: `throw@N` or `kill@N`. */
@@ -72,6 +86,15 @@ const schema = z
       stalledIntervalMs: c.WORKER_STALLED_INTERVAL_MS,
       maxStalledCount: c.WORKER_MAX_STALLED_COUNT,
       blockedRetryMs: c.WORKER_BLOCKED_RETRY_MS,
+      dbBudget: c.WORKER_DB_BUDGET,
+      dbBudgetTtlMs: c.WORKER_DB_BUDGET_TTL_MS,
+      chunkBudgetMs: c.WORKER_CHUNK_BUDGET_MS,
+      chunkMin: c.WORKER_CHUNK_MIN,
+      chunkMax: c.WORKER_CHUNK_MAX,
+      timeSliceMs: c.WORKER_TIME_SLICE_MS,
+      pressurePauseMs: c.WORKER_PRESSURE_PAUSE_MS,
+      teamMaxRunning: c.WORKER_TEAM_MAX_RUNNING,
+      maxRunTimeMs: c.WORKER_MAX_RUN_TIME_MS,
       shutdownTimeoutMs: c.WORKER_SHUTDOWN_TIMEOUT_MS,
       fault,
       logLevel: c.LOG_LEVEL,

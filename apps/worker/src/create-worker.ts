@@ -3,10 +3,20 @@ import os from 'node:os';
 import { Worker, type Job } from 'bullmq';
 import type { Logger as PinoLogger } from 'pino';
 import { createDatabase, failDispatch, isTransientDbError, type Database } from '@platform/db';
-import { assertNoEviction, createRedis, FsBlobStore, Producer, waitReady } from '@platform/jobs';
+import {
+  assertNoEviction,
+  ChunkSizer,
+  ConnectionBudget,
+  createRedis,
+  envelopeSchema,
+  FsBlobStore,
+  jobDefinition,
+  Producer,
+  waitReady,
+} from '@platform/jobs';
 import { processors, runBullJob, type RunnerDeps } from '@platform/jobs/processors';
 import type { WorkerConfig } from './config';
-import { Semaphore } from './semaphore';
+import { FairSlots, type SlotRequest } from './fair-slots';
 
 export interface WorkerRuntime {
   database: Database;
@@ -39,11 +49,72 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
   const redis = createRedis(config.redisUrl, 'worker');
   await waitReady(redis, 30_000);
   await assertNoEviction(redis);
-  const producer = new Producer(redis, config.queuePrefix);
+  const producer = new Producer(redis, config.queuePrefix, database.db);
   const blobs = new FsBlobStore(config.blobDir);
-  const slots = new Semaphore(config.concurrency);
   const owner = `${os.hostname()}:${process.pid}`;
   let shuttingDown = false;
+
+  // The connections all workers together may hold (ARCHITECTURE invariant 5): this process leases
+  // a share through Redis and sizes its pool and its job slots to it. Crashed workers stop
+  // renewing; their share comes back when the lease expires.
+  const budget =
+    config.dbBudget > 0
+      ? new ConnectionBudget({ redis, prefix: config.queuePrefix, budget: config.dbBudget, holder: owner, ttlMs: config.dbBudgetTtlMs })
+      : undefined;
+  const want = config.concurrency + 1;
+  let granted = budget ? await budget.acquire(want) : want;
+  while (budget && granted < 1) {
+    log.warn({ budget: config.dbBudget }, 'no database connections left in the workers budget; waiting for a share');
+    await new Promise((r) => setTimeout(r, 1_000));
+    granted = await budget.acquire(want);
+  }
+  const slotsFor = (connections: number) => Math.max(1, Math.min(config.concurrency, connections - 1));
+  database.pool.options.max = granted;
+  const slots = new FairSlots({ size: slotsFor(granted) });
+  const renewBudget = budget
+    ? setInterval(() => {
+        budget.acquire(want).then(
+          (g) => {
+            if (g > granted) {
+              granted = g;
+              database.pool.options.max = g;
+              slots.grow(slotsFor(g));
+              log.info({ connections: g, slots: slots.size }, 'larger share of the connection budget');
+            }
+          },
+          (err) => log.warn({ err: String(err) }, 'could not renew the connection budget lease'),
+        );
+      }, Math.max(500, Math.floor(config.dbBudgetTtlMs / 3)))
+    : undefined;
+  renewBudget?.unref();
+
+  // Database pressure (the API's pool has requests waiting) makes workers slow down first.
+  const pressureKey = `${config.queuePrefix}:db-pressure`;
+  let pressure = { value: false, at: 0 };
+  const underPressure = async () => {
+    if (Date.now() - pressure.at > 250) {
+      const v = await redis.get(pressureKey).catch(() => null);
+      pressure = { value: v !== null, at: Date.now() };
+    }
+    return pressure.value;
+  };
+  const sizers = new Map<string, ChunkSizer>();
+  const sizerFor = (jobId: string) => {
+    let s = sizers.get(jobId);
+    if (!s) {
+      // A budget of 0 keeps chunks at WORKER_CHUNK_SIZE (tests that count chunks use it).
+      const fixed = config.chunkBudgetMs === 0;
+      s = new ChunkSizer({
+        initial: config.chunkSize,
+        min: fixed ? config.chunkSize : Math.min(config.chunkMin, config.chunkSize),
+        max: fixed ? config.chunkSize : Math.max(config.chunkMax, config.chunkSize),
+        targetMs: config.chunkBudgetMs || 1,
+      });
+      sizers.set(jobId, s);
+      if (sizers.size > 1_000) sizers.delete(sizers.keys().next().value!);
+    }
+    return s;
+  };
   const counters = { completed: 0, failed: 0, handedBack: 0, fenced: 0 };
 
   const deps: RunnerDeps = {
@@ -62,15 +133,46 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
       fault: config.fault,
       shouldStop: () => (shuttingDown ? 'shutdown' : null),
     },
+    teamMaxRunning: config.teamMaxRunning,
+  };
+  if (config.maxRunTimeMs) {
+    const limit = config.maxRunTimeMs;
+    deps.maxRunTimeMs = Object.fromEntries(Object.keys(processors).map((t) => [t, limit]));
+  }
+
+  /** Which team a delivery is for and how urgent it is, read from its envelope. */
+  const slotRequest = (job: Job): SlotRequest => {
+    const env = envelopeSchema.safeParse(job.data);
+    if (!env.success) return { teamId: 'unknown', workClass: 'bulk' };
+    const def = jobDefinition(env.data.type);
+    const payload = def?.payload.safeParse(env.data.payload);
+    return {
+      teamId: env.data.teamId,
+      workClass: def && payload?.success ? def.workClass(payload.data) : 'bulk',
+    };
   };
 
   const workers = config.queues.map((queue) => {
     const worker = new Worker(
       queue,
       async (job, token) => {
-        const release = await slots.acquire();
+        const req = slotRequest(job);
+        const release = await slots.acquire(req);
+        const heldSince = Date.now();
+        const sizer = sizerFor(envelopeSchema.safeParse(job.data).data?.jobId ?? String(job.id));
         try {
-          const out = await runBullJob(job, token, deps);
+          const out = await runBullJob(job, token, deps, {
+            sizer,
+            // Fair sharing: after its time slice a run yields at the next chunk boundary when
+            // another team (or this team's interactive work) waits for a slot here.
+            shouldStop: () => (Date.now() - heldSince >= config.timeSliceMs && slots.shouldYield(req) ? 'yield' : null),
+            pace: async () => {
+              if (await underPressure()) {
+                sizer.backOff();
+                await new Promise((r) => setTimeout(r, config.pressurePauseMs));
+              }
+            },
+          });
           if (out.outcome === 'completed') counters.completed++;
           if (out.outcome === 'handed_back') counters.handedBack++;
           if (out.outcome === 'fenced') counters.fenced++;
@@ -82,7 +184,9 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
       {
         connection: redis,
         prefix: config.queuePrefix,
-        concurrency: config.concurrency,
+        // Fetch more jobs than there are slots, so jobs of other teams wait here, where the fair
+        // scheduler sees them, instead of behind the running ones in Redis.
+        concurrency: config.concurrency * 2,
         lockDuration: config.lockDurationMs,
         stalledInterval: config.stalledIntervalMs,
         maxStalledCount: config.maxStalledCount,
@@ -165,10 +269,13 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
           log.warn({ timeoutMs: config.shutdownTimeoutMs }, 'workers did not stop in time; forcing');
           await Promise.all(workers.map((w) => w.close(true).catch(() => {})));
         }
+        if (renewBudget) clearInterval(renewBudget);
         await producer.close().catch(() => {});
         server.close();
-        redis.disconnect();
         await database.close();
+        // The share goes back only once this process's connections are closed.
+        await budget?.release().catch(() => {});
+        redis.disconnect();
         await replicaDatabase?.close();
         log.info({}, 'worker stopped');
       })();

@@ -35,7 +35,10 @@ export class FairSlots {
   private readonly halfLifeMs: number;
   private readonly now: () => number;
 
-  constructor(private readonly opts: FairSlotsOptions) {
+  private readonly opts: FairSlotsOptions;
+
+  constructor(opts: FairSlotsOptions) {
+    this.opts = { ...opts };
     this.free = opts.size;
     this.halfLifeMs = opts.halfLifeMs ?? 60_000;
     this.now = opts.now ?? Date.now;
@@ -43,6 +46,16 @@ export class FairSlots {
 
   get size(): number {
     return this.opts.size;
+  }
+
+  /** Grows to `size` slots (a larger share of the connection budget); never shrinks. */
+  grow(size: number): void {
+    while (this.opts.size < size) {
+      this.opts.size++;
+      const next = this.pick();
+      if (next) this.start(next);
+      else this.free++;
+    }
   }
 
   get inUse(): number {

@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import type pg from 'pg';
 import { jobChunks, jobs, schema, type Database, type Db, type JobRow } from '@platform/db';
+import type { ChunkSizer } from './chunk-sizer';
 import { FencedError, InjectedFault, StopRun, type StopReason } from './errors';
 
 export interface ChunkTimeouts {
@@ -20,6 +21,10 @@ export interface ChunkFault {
 
 export interface ChunkRunnerOptions extends ChunkTimeouts {
   fault?: ChunkFault;
+  /** Adapts rows per chunk to the chunk-time budget; processors read it through `ctx.chunkSize`. */
+  sizer?: ChunkSizer;
+  /** Awaited before each chunk: slows the run down while the database shows pressure. */
+  pace?: () => Promise<void>;
   /** Asked at every chunk boundary: a reason to stop (shutdown, fairness yield, …) or null. */
   shouldStop?: () => StopReason | null;
 }
@@ -80,6 +85,7 @@ export class JobRun<C = unknown> {
   }
 
   async commit(chunk: Chunk<C>): Promise<void> {
+    if (this.opts.pace) await this.opts.pace();
     const started = performance.now();
     const client = await this.database.pool.connect();
     let cancelRequested = false;
@@ -142,7 +148,9 @@ export class JobRun<C = unknown> {
     } finally {
       release?.();
     }
-    this.longestChunkMs = Math.max(this.longestChunkMs, performance.now() - started);
+    const took = performance.now() - started;
+    this.longestChunkMs = Math.max(this.longestChunkMs, took);
+    if (chunk.write) this.opts.sizer?.observe(chunk.rows, took);
     this.boundary(cancelRequested);
   }
 

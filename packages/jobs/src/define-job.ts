@@ -18,7 +18,14 @@ export interface JobDefinition<N extends string = string, S extends z.ZodType = 
   defaults: JobDefaults;
   /** Resources the job writes; jobs sharing one run one at a time, in the order accepted. */
   lockKeys(payload: z.infer<S>): string[];
+  /**
+   * Small interactive work (a bulk write of a few hundred operations, a one-table publish) runs
+   * ahead of the same team's bulk imports and exports.
+   */
+  workClass(payload: z.infer<S>): WorkClass;
 }
+
+export type WorkClass = 'interactive' | 'bulk';
 
 export function defineJob<const N extends string, S extends z.ZodType>(def: JobDefinition<N, S>): JobDefinition<N, S> {
   return def;

@@ -1,7 +1,8 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { jobDefinition } from './catalog';
-import { MAX_ENVELOPE_BYTES, type Envelope } from './define-job';
+import { teamQueueRank, type Db } from '@platform/db';
+import { MAX_ENVELOPE_BYTES, type Envelope, type WorkClass } from './define-job';
 import { bullJobId, bullJobOptions, createQueue } from './queues';
 
 export class EnvelopeTooLargeError extends Error {
@@ -12,8 +13,22 @@ export interface DispatchRow {
   id: string;
   teamId: string;
   type: string;
+  queue: string;
+  seq: number;
   payload: unknown;
   dispatches: number;
+}
+
+/** BullMQ's largest priority (2^21 - 1); lower runs first. */
+const MAX_PRIORITY = 2_097_151;
+
+/**
+ * Interleaves teams in a queue: a job's priority is its place in its own team's line (twice,
+ * plus one for bulk work), so the queue takes the first job of every team, then the second of
+ * every team, and so on, whatever any one team's backlog. Equal priorities keep arrival order.
+ */
+export function fairPriority(rankInTeam: number, workClass: WorkClass): number {
+  return Math.min(MAX_PRIORITY, 1 + 2 * rankInTeam + (workClass === 'bulk' ? 1 : 0));
 }
 
 /**
@@ -27,6 +42,8 @@ export class Producer {
   constructor(
     private readonly connection: Redis,
     private readonly prefix: string,
+    /** Without it every job gets the same priority (plain FIFO per queue). */
+    private readonly db?: Db,
   ) {}
 
   queue(name: string): Queue {
@@ -52,10 +69,12 @@ export class Producer {
     if (size > MAX_ENVELOPE_BYTES) {
       throw new EnvelopeTooLargeError(`job envelope is ${size} bytes; Redis carries at most ${MAX_ENVELOPE_BYTES}`);
     }
+    const rank = this.db ? await teamQueueRank(this.db, row) : 0;
     await this.queue(def.queue).add(def.name, envelope, {
       ...bullJobOptions(def),
       jobId: bullJobId(row.id, row.dispatches),
       delay: opts.delayMs,
+      priority: fairPriority(rank, def.workClass(envelope.payload as never)),
     });
   }
 

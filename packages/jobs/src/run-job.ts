@@ -12,8 +12,9 @@ import {
 import type { BlobStore } from './blob-store';
 import { jobDefinition } from './catalog';
 import { JobRun, type ChunkRunnerOptions } from './chunk-runner';
+import type { ChunkSizer } from './chunk-sizer';
 import { envelopeSchema } from './define-job';
-import { FencedError, JobInputError, StopRun } from './errors';
+import { FencedError, JobInputError, StopRun, type StopReason } from './errors';
 import type { Logger, Processor } from './processor';
 import type { Producer } from './producer';
 
@@ -31,6 +32,18 @@ export interface RunnerDeps {
   /** How long a job waits before asking again when an earlier job holds its table. */
   blockedRetryMs: number;
   processors: Record<string, Processor>;
+  /** Overrides the job types' maximum run time (ms), e.g. from configuration. */
+  maxRunTimeMs?: Partial<Record<string, number>>;
+  /** A running job may hold at most this many of a team's jobs running at once (0: no cap). */
+  teamMaxRunning?: number;
+}
+
+/** What one run gets from the process that runs it: fairness yields and chunk sizing. */
+export interface RunHooks {
+  /** Asked at every chunk boundary, after the process-wide checks. */
+  shouldStop?: () => StopReason | null;
+  sizer?: ChunkSizer;
+  pace?: () => Promise<void>;
 }
 
 export type RunOutcome =
@@ -59,7 +72,12 @@ function errorInfo(err: unknown): JobErrorInfo {
  * the chunk runner, and records how the run ended. BullMQ delivers at least once; the lease and
  * chunk guards make the effect exactly once.
  */
-export async function runBullJob(job: Job, token: string | undefined, deps: RunnerDeps): Promise<RunOutcome> {
+export async function runBullJob(
+  job: Job,
+  token: string | undefined,
+  deps: RunnerDeps,
+  hooks: RunHooks = {},
+): Promise<RunOutcome> {
   const env = envelopeSchema.safeParse(job.data);
   if (!env.success) throw new UnrecoverableError(`malformed job envelope: ${env.error.message}`);
   const { jobId, type } = env.data;
@@ -72,24 +90,32 @@ export async function runBullJob(job: Job, token: string | undefined, deps: Runn
     await job.moveToDelayed(Date.now(), token);
     throw new DelayedError();
   }
-  const claim = await claimJob(deps.database.db, jobId, deps.owner);
+  const claim = await claimJob(deps.database.db, jobId, deps.owner, { teamMaxRunning: deps.teamMaxRunning });
   if (claim.kind === 'missing' || claim.kind === 'ended') {
     return { outcome: 'skipped', reason: claim.kind === 'ended' ? claim.job.status : 'missing' };
   }
   if (claim.kind === 'blocked') {
-    // Not an attempt: wait for the earlier job on the same table, then ask again.
+    // Not an attempt: wait for the earlier job on the same table (or a free place under the
+    // team's running cap), then ask again.
     await job.moveToDelayed(Date.now() + deps.blockedRetryMs, token);
     throw new DelayedError();
   }
   const row = claim.job;
   const log = deps.log;
-  const run = new JobRun(deps.database, row, deps.chunk);
+  const maxRunTimeMs = deps.maxRunTimeMs?.[type] ?? def.defaults.maxRunTimeMs;
+  const startedAt = row.startedAt?.getTime() ?? Date.now();
+  const run = new JobRun(deps.database, row, {
+    ...deps.chunk,
+    sizer: hooks.sizer,
+    pace: hooks.pace,
+    shouldStop: () =>
+      deps.chunk.shouldStop?.() ?? (Date.now() - startedAt > maxRunTimeMs ? 'timeout' : null) ?? hooks.shouldStop?.() ?? null,
+  });
   const end = (e: Parameters<typeof finishJob>[3]) => finishJob(deps.database.db, row.id, row.lease, e);
 
   try {
     const parsed = def.payload.safeParse(row.payload);
     if (!parsed.success) throw new JobInputError(`payload does not fit ${type} v${def.version}: ${parsed.error.message}`);
-    if (row.startedAt && Date.now() - row.startedAt.getTime() > def.defaults.maxRunTimeMs) throw new StopRun('timeout');
     run.boundary(row.cancelRequestedAt !== null);
     const result = await processor({
       run,
@@ -100,7 +126,9 @@ export async function runBullJob(job: Job, token: string | undefined, deps: Runn
       replicaDatabase: deps.replicaDatabase,
       blobs: deps.blobs,
       log,
-      chunkSize: deps.chunkSize,
+      get chunkSize() {
+        return hooks.sizer?.size ?? deps.chunkSize;
+      },
     });
     const ended = await end({ status: 'completed', result });
     if (!ended) return { outcome: 'fenced' };

@@ -62,7 +62,12 @@ export type ClaimResult =
  * serialises on advisory locks of the job's lock keys and refuses while another job holding one of
  * them is active, or (for a job not yet started) while an earlier accepted one is still queued.
  */
-export async function claimJob(db: Db, id: string, owner: string): Promise<ClaimResult> {
+export async function claimJob(
+  db: Db,
+  id: string,
+  owner: string,
+  limits: { teamMaxRunning?: number } = {},
+): Promise<ClaimResult> {
   return db.transaction(async (tx) => {
     const [current] = await tx.select().from(jobs).where(eq(jobs.id, id));
     if (!current) return { kind: 'missing' } as const;
@@ -79,6 +84,16 @@ export async function claimJob(db: Db, id: string, owner: string): Promise<Claim
         order by seq limit 1`);
       const by = blocking.rows[0];
       if (by) return { kind: 'blocked', by: by.id } as const;
+    }
+    // The team's running cap (its own override, else the configured default). Running means
+    // claimed by a worker now: a job handed back or yielded has no lease owner until reclaimed.
+    const capped = await tx.execute<{ running: number; cap: number | null }>(sql`
+      select (select count(*)::int from jobs
+              where team_id = ${current.teamId} and status = 'active' and lease_owner is not null and id <> ${id}) as running,
+             coalesce((select max_running_jobs from teams where id = ${current.teamId}), ${limits.teamMaxRunning ?? 0}) as cap`);
+    const cap = capped.rows[0];
+    if (cap && cap.cap && cap.cap > 0 && cap.running >= cap.cap) {
+      return { kind: 'blocked', by: 'team_running_cap' } as const;
     }
     const [claimed] = await tx
       .update(jobs)
@@ -137,7 +152,7 @@ export async function nextDispatch(db: DbOrTx, id: string, guard?: { lease: numb
   if (guard) conds.push(eq(jobs.lease, guard.lease));
   const [row] = await db
     .update(jobs)
-    .set({ dispatches: sql`${jobs.dispatches} + 1` })
+    .set({ dispatches: sql`${jobs.dispatches} + 1`, leaseOwner: null })
     .where(and(...conds))
     .returning({ dispatches: jobs.dispatches });
   return row?.dispatches;
@@ -205,4 +220,16 @@ export async function failDispatch(db: DbOrTx, id: string, dispatch: number, err
     .where(and(eq(jobs.id, id), inArray(jobs.status, ACTIVE_STATUSES), eq(jobs.dispatches, dispatch)))
     .returning({ id: jobs.id });
   return rows.length > 0;
+}
+
+/**
+ * How many of the team's unfinished jobs in the same queue were accepted before this one: the
+ * job's place in its team's own line. Fair interleaving orders the queue by it (see docs/fairness.md).
+ */
+export async function teamQueueRank(db: DbOrTx, row: { id: string; teamId: string; queue: string; seq: number }): Promise<number> {
+  const r = await db.execute<{ n: number }>(sql`
+    select count(*)::int as n from jobs
+    where team_id = ${row.teamId} and queue = ${row.queue} and status in ('queued', 'active')
+      and seq < ${row.seq} and id <> ${row.id}`);
+  return r.rows[0]?.n ?? 0;
 }

@@ -42,4 +42,5 @@ export const bulkWriteJob = defineJob({
   payload: bulkWritePayload,
   defaults: { attempts: 5, backoffMs: 1_000, maxRunTimeMs: 60 * 60_000 },
   lockKeys: (p) => [tableLockKey(p.tableId)],
+  workClass: (p) => (p.operationCount <= 1_000 ? 'interactive' : 'bulk'),
 });

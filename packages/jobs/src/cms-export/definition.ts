@@ -15,4 +15,5 @@ export const exportJob = defineJob({
   defaults: { attempts: 5, backoffMs: 2_000, maxRunTimeMs: 60 * 60_000 },
   // Reads only: an export never waits for the table's writers.
   lockKeys: () => [],
+  workClass: () => 'bulk',
 });

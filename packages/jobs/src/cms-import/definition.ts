@@ -17,4 +17,5 @@ export const importJob = defineJob({
   payload: importPayload,
   defaults: { attempts: 5, backoffMs: 2_000, maxRunTimeMs: 2 * 60 * 60_000 },
   lockKeys: (p) => [tableLockKey(p.tableId)],
+  workClass: () => 'bulk',
 });

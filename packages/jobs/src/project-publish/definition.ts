@@ -15,4 +15,5 @@ export const publishJob = defineJob({
   payload: publishPayload,
   defaults: { attempts: 5, backoffMs: 1_000, maxRunTimeMs: 60 * 60_000 },
   lockKeys: (p) => [`project:${p.projectId}`, ...p.tableIds.map(tableLockKey)],
+  workClass: (p) => (p.tableIds.length <= 1 ? 'interactive' : 'bulk'),
 });

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { getCmsTable, getRow, listRows, UUID_RE } from '@platform/db';
 import { bulkOperationSchema, MAX_BULK_OPERATIONS, validateRowData } from '@platform/jobs';
-import { acceptJob, fingerprint } from '../../accept-job';
+import { acceptDeps, acceptJob, fingerprint } from '../../accept-job';
 import type { ApiDeps } from '../../deps';
 import { AppError, notFound } from '../../errors';
 import { teamAuth } from '../../plugins/auth';
@@ -105,7 +105,7 @@ export const cmsTableRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) 
         throw new AppError('validation_failed', `${invalidCount} problem(s) in the operations' data`, problems, { invalidCount });
       }
       const blobKey = (jobId: string) => `bulk/${jobId}.ndjson`;
-      return acceptJob({ db, producer: deps.producer }, req, reply, {
+      return acceptJob(acceptDeps(deps), req, reply, {
         type: 'cms.bulk_write',
         fingerprint: fingerprint(['bulk-writes', table.id, req.body]),
         prepare: async (jobId) => {

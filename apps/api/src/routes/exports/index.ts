@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { getCmsTable, UUID_RE } from '@platform/db';
-import { acceptJob, fingerprint } from '../../accept-job';
+import { acceptDeps, acceptJob, fingerprint } from '../../accept-job';
 import type { ApiDeps } from '../../deps';
 import { notFound } from '../../errors';
 import { teamAuth } from '../../plugins/auth';
@@ -33,7 +33,7 @@ export const exportRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) =>
       const table = UUID_RE.test(req.params.tableId) ? await getCmsTable(db, req.params.tableId, req.teamId) : undefined;
       if (!table) throw notFound('CMS table');
       const { format, published } = req.body;
-      return acceptJob({ db, producer: deps.producer }, req, reply, {
+      return acceptJob(acceptDeps(deps), req, reply, {
         type: 'cms.export',
         // The body after defaults: `{format}` and `{format, published: false}` are one request.
         fingerprint: fingerprint(['exports', table.id, { format, published }]),

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { getCmsTable, UUID_RE } from '@platform/db';
-import { acceptJob, fingerprint } from '../../accept-job';
+import { acceptDeps, acceptJob, fingerprint } from '../../accept-job';
 import type { ApiDeps } from '../../deps';
 import { AppError, notFound } from '../../errors';
 import { teamAuth } from '../../plugins/auth';
@@ -113,7 +113,7 @@ export const importRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) =>
         if (err instanceof AppError && err.code === 'payload_too_large') reply.header('connection', 'close');
         throw err;
       };
-      return acceptJob({ db, producer: deps.producer }, req, reply, {
+      return acceptJob(acceptDeps(deps), req, reply, {
         type: 'cms.import',
         // The Idempotency-Key was seen before: hash the body to compare, without storing it.
         fingerprint: async () => fp((await receive(body, max).catch(fail)).sha256),

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { getProject, getRevision, listProjectTables, UUID_RE } from '@platform/db';
 import { publishJob } from '@platform/jobs';
-import { acceptJob, fingerprint } from '../../accept-job';
+import { acceptDeps, acceptJob, fingerprint } from '../../accept-job';
 import type { ApiDeps } from '../../deps';
 import { AppError, notFound } from '../../errors';
 import { teamAuth } from '../../plugins/auth';
@@ -42,7 +42,7 @@ export const publishRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) =
       if (!publishJob.payload.shape.tableIds.safeParse(tableIds).success) {
         throw new AppError('validation_failed', `the project has ${tableIds.length} CMS tables, over what one publish covers`);
       }
-      return acceptJob({ db, producer: deps.producer }, req, reply, {
+      return acceptJob(acceptDeps(deps), req, reply, {
         type: 'project.publish',
         fingerprint: fingerprint(['publishes', project.id, { revisionId: revisionId ?? null }]),
         prepare: async () => ({
