@@ -112,10 +112,12 @@ export async function acceptJob(deps: AcceptDeps, req: FastifyRequest, reply: Fa
 
   const jobId = uuidv7();
   const { payload, total, fingerprint: prepared } = await spec.prepare(jobId);
-  const fp = prepared ?? (typeof spec.fingerprint === 'string' ? spec.fingerprint : undefined);
-  if (fp === undefined) {
+  // Hashing a 100,000-operation body costs real time: only a request with a key pays for it.
+  let fp = prepared ?? (typeof spec.fingerprint === 'string' ? spec.fingerprint : undefined);
+  if (key && fp === undefined && typeof spec.fingerprint === 'function') fp = await spec.fingerprint();
+  if (key && fp === undefined) {
     await spec.discard?.(jobId).catch(() => {});
-    throw new Error(`${spec.type}: prepare gave no fingerprint for a streamed body`);
+    throw new Error(`${spec.type}: no fingerprint for an Idempotency-Key request`);
   }
   let row: JobRow;
   try {
@@ -142,7 +144,7 @@ export async function acceptJob(deps: AcceptDeps, req: FastifyRequest, reply: Fa
           );
         const inserted = await tx
           .insert(idempotencyKeys)
-          .values({ teamId, key, requestHash: fp, jobId })
+          .values({ teamId, key, requestHash: fp!, jobId })
           .onConflictDoNothing()
           .returning({ jobId: idempotencyKeys.jobId });
         if (inserted.length === 0) throw new Replay();
@@ -151,7 +153,7 @@ export async function acceptJob(deps: AcceptDeps, req: FastifyRequest, reply: Fa
     });
   } catch (err) {
     await spec.discard?.(jobId).catch(() => {});
-    if (err instanceof Replay && key) {
+    if (err instanceof Replay && key && fp) {
       const existing = await replay(db, teamId, key, fp);
       if (existing) return reply.status(200).header('location', `/v1/jobs/${existing.id}`).send(presentJob(existing));
     }

@@ -23,6 +23,8 @@ const schema = z
     /** Default per-team caps (teams.max_queued_jobs overrides the first); 0 turns one off. */
     API_TEAM_MAX_QUEUED: z.coerce.number().int().min(0).default(500),
     API_TEAM_ENQUEUE_PER_MINUTE: z.coerce.number().int().min(0).default(600),
+    /** `false` enqueues in plain FIFO order (no team interleaving): the benchmarks' baseline. */
+    FAIR_SCHEDULING: z.enum(['true', 'false']).default('true'),
     LOG_LEVEL: z.string().default('info'),
   })
   .transform((c) => ({
@@ -40,6 +42,7 @@ const schema = z
     logLevel: c.LOG_LEVEL,
     teamMaxQueued: c.API_TEAM_MAX_QUEUED,
     teamEnqueuePerMinute: c.API_TEAM_ENQUEUE_PER_MINUTE,
+    fair: c.FAIR_SCHEDULING === 'true',
   }));
 
 export type ApiConfig = z.output<typeof schema>;

@@ -14,7 +14,7 @@ async function main() {
   });
   // Evicted queue keys are lost jobs: refuse to start on any other policy.
   await assertNoEviction(redis);
-  const producer = new Producer(redis, config.queuePrefix, database.db);
+  const producer = new Producer(redis, config.queuePrefix, config.fair ? database.db : undefined);
   const app = await buildApp(
     { config, database, redis, producer, blobs: new FsBlobStore(config.blobDir) },
     { logger: { level: config.logLevel }, ownsDeps: true },

@@ -36,6 +36,8 @@ const schema = z
     /** A run holds a slot at least this long before yielding to another team's waiting job. */
     WORKER_TIME_SLICE_MS: int(1_000),
     WORKER_PRESSURE_PAUSE_MS: int(200),
+    /** `false` gives plain FIFO (no team interleaving, no yields): the benchmarks' baseline. */
+    FAIR_SCHEDULING: z.enum(['true', 'false']).default('true'),
     /** Default cap of a team's running jobs (teams.max_running_jobs overrides); 0 means none. */
     WORKER_TEAM_MAX_RUNNING: z.coerce.number().int().min(0).default(8),
     /** Overrides every job type's maximum run time. */
@@ -93,6 +95,7 @@ const schema = z
       chunkMax: c.WORKER_CHUNK_MAX,
       timeSliceMs: c.WORKER_TIME_SLICE_MS,
       pressurePauseMs: c.WORKER_PRESSURE_PAUSE_MS,
+      fair: c.FAIR_SCHEDULING === 'true',
       teamMaxRunning: c.WORKER_TEAM_MAX_RUNNING,
       maxRunTimeMs: c.WORKER_MAX_RUN_TIME_MS,
       shutdownTimeoutMs: c.WORKER_SHUTDOWN_TIMEOUT_MS,

@@ -49,7 +49,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
   const redis = createRedis(config.redisUrl, 'worker');
   await waitReady(redis, 30_000);
   await assertNoEviction(redis);
-  const producer = new Producer(redis, config.queuePrefix, database.db);
+  const producer = new Producer(redis, config.queuePrefix, config.fair ? database.db : undefined);
   const blobs = new FsBlobStore(config.blobDir);
   const owner = `${os.hostname()}:${process.pid}`;
   let shuttingDown = false;
@@ -70,7 +70,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
   }
   const slotsFor = (connections: number) => Math.max(1, Math.min(config.concurrency, connections - 1));
   database.pool.options.max = granted;
-  const slots = new FairSlots({ size: slotsFor(granted) });
+  const slots = new FairSlots({ size: slotsFor(granted), fifo: !config.fair });
   const renewBudget = budget
     ? setInterval(() => {
         budget.acquire(want).then(
@@ -165,7 +165,8 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
             sizer,
             // Fair sharing: after its time slice a run yields at the next chunk boundary when
             // another team (or this team's interactive work) waits for a slot here.
-            shouldStop: () => (Date.now() - heldSince >= config.timeSliceMs && slots.shouldYield(req) ? 'yield' : null),
+            shouldStop: () =>
+              config.fair && Date.now() - heldSince >= config.timeSliceMs && slots.shouldYield(req) ? 'yield' : null,
             pace: async () => {
               if (await underPressure()) {
                 sizer.backOff();
@@ -186,7 +187,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
         prefix: config.queuePrefix,
         // Fetch more jobs than there are slots, so jobs of other teams wait here, where the fair
         // scheduler sees them, instead of behind the running ones in Redis.
-        concurrency: config.concurrency * 2,
+        concurrency: config.fair ? config.concurrency * 2 : config.concurrency,
         lockDuration: config.lockDurationMs,
         stalledInterval: config.stalledIntervalMs,
         maxStalledCount: config.maxStalledCount,

@@ -23,6 +23,8 @@ export interface FairSlotsOptions {
   size: number;
   /** How quickly past usage is forgiven. */
   halfLifeMs?: number;
+  /** Plain arrival order (the baseline fair scheduling is measured against). */
+  fifo?: boolean;
   now?: () => number;
 }
 
@@ -132,6 +134,7 @@ export class FairSlots {
 
   /** Order: teams holding fewer slots now, then less recent usage, interactive first, then arrival. */
   private key(w: Waiter): [number, number, number] {
+    if (this.opts.fifo) return [0, 0, w.seq];
     const running = this.running.get(w.teamId) ?? 0;
     // Slots held now dominate; recent usage breaks ties between teams holding as many.
     return [running * 1e12 + this.usageOf(w.teamId), w.workClass === 'interactive' ? 0 : 1, w.seq];

@@ -5,6 +5,7 @@ import {
   isTransientDbError,
   nextDispatch,
   recordRetryableFailure,
+  waitersOf,
   type Database,
   type JobErrorInfo,
   type JobRow,
@@ -14,6 +15,7 @@ import { jobDefinition } from './catalog';
 import { JobRun, type ChunkRunnerOptions } from './chunk-runner';
 import type { ChunkSizer } from './chunk-sizer';
 import { envelopeSchema } from './define-job';
+import { bullJobId } from './queues';
 import { FencedError, JobInputError, StopRun, type StopReason } from './errors';
 import type { Logger, Processor } from './processor';
 import type { Producer } from './producer';
@@ -111,7 +113,11 @@ export async function runBullJob(
     shouldStop: () =>
       deps.chunk.shouldStop?.() ?? (Date.now() - startedAt > maxRunTimeMs ? 'timeout' : null) ?? hooks.shouldStop?.() ?? null,
   });
-  const end = (e: Parameters<typeof finishJob>[3]) => finishJob(deps.database.db, row.id, row.lease, e);
+  const end = async (e: Parameters<typeof finishJob>[3]) => {
+    const ended = await finishJob(deps.database.db, row.id, row.lease, e);
+    if (ended) void wakeWaiters(deps, row);
+    return ended;
+  };
 
   try {
     const parsed = def.payload.safeParse(row.payload);
@@ -166,6 +172,7 @@ async function onRunError(
     const dispatch = await nextDispatch(deps.database.db, row.id, { lease: row.lease });
     if (dispatch === undefined) return { outcome: 'fenced' };
     await deps.producer.dispatch({ ...row, dispatches: dispatch });
+    void wakeWaiters(deps, row);
     log.info({ jobId: row.id, reason: err.reason, chunk: run.chunkSeq }, 'run handed back at a chunk boundary');
     return { outcome: 'handed_back', reason: err.reason };
   }
@@ -183,4 +190,20 @@ async function onRunError(
     await recordRetryableFailure(deps.database.db, row.id, row.lease, info).catch(() => {});
   }
   throw err;
+}
+
+/**
+ * Jobs refused at their claim (an earlier job held their table, or their team was at its running
+ * cap) wait as delayed BullMQ jobs. When a run ends, the likely next ones are promoted at once,
+ * so a backlog on one table drains at the speed of its jobs, not of the retry delay.
+ */
+async function wakeWaiters(deps: RunnerDeps, row: JobRow): Promise<void> {
+  try {
+    for (const w of await waitersOf(deps.database.db, row)) {
+      const job = await deps.producer.queue(w.queue).getJob(bullJobId(w.id, w.dispatches));
+      if (job && (await job.isDelayed())) await job.promote().catch(() => {});
+    }
+  } catch (err) {
+    deps.log.warn({ err: String(err), jobId: row.id }, 'could not wake the jobs waiting on this one');
+  }
 }

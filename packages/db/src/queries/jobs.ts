@@ -233,3 +233,25 @@ export async function teamQueueRank(db: DbOrTx, row: { id: string; teamId: strin
       and seq < ${row.seq} and id <> ${row.id}`);
   return r.rows[0]?.n ?? 0;
 }
+
+/**
+ * The queued jobs that may have been waiting on this one: the next job of each resource it
+ * held, and the team's next queued jobs (a running cap). The worker wakes their delayed
+ * deliveries at once instead of letting them poll.
+ */
+export async function waitersOf(
+  db: DbOrTx,
+  row: { id: string; teamId: string; lockKeys: string[] },
+  limit = 4,
+): Promise<{ id: string; queue: string; dispatches: number }[]> {
+  const r = await db.execute<{ id: string; queue: string; dispatches: number }>(sql`
+    (select id, queue, dispatches, seq from jobs
+      where status = 'queued' and id <> ${row.id} and lock_keys && ${sql.param(row.lockKeys)}::text[]
+      order by seq limit 1)
+    union
+    (select id, queue, dispatches, seq from jobs
+      where status = 'queued' and id <> ${row.id} and team_id = ${row.teamId}
+      order by seq limit ${limit})
+    order by seq limit ${limit}`);
+  return r.rows.map(({ id, queue, dispatches }) => ({ id, queue, dispatches }));
+}

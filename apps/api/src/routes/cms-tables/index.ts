@@ -107,7 +107,7 @@ export const cmsTableRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) 
       const blobKey = (jobId: string) => `bulk/${jobId}.ndjson`;
       return acceptJob(acceptDeps(deps), req, reply, {
         type: 'cms.bulk_write',
-        fingerprint: fingerprint(['bulk-writes', table.id, req.body]),
+        fingerprint: async () => fingerprint(['bulk-writes', table.id, req.body]),
         prepare: async (jobId) => {
           await deps.blobs.put(blobKey(jobId), ops.map((o) => JSON.stringify(o)).join('\n') + '\n');
           return { payload: { tableId: table.id, blobKey: blobKey(jobId), operationCount: ops.length }, total: ops.length };
