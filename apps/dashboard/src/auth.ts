@@ -1,20 +1,30 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import fastifyCookie from '@fastify/cookie';
 import { getStaffUser, isConnectionError, type Db, type StaffRole } from '@platform/db';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sendError } from './errors';
+import { ThrottledError, type LoginThrottle } from './login-throttle';
 import { burnPasswordCheck, verifyPassword } from './passwords';
 
 /**
  * Staff authentication. Every route needs a staff identity unless its config says `public`;
  * the identity comes from a signed session cookie (browsers, after POST /login) or from HTTP
  * Basic credentials (scripts). Viewers may read; only operators may send a mutating request.
+ *
+ * CSRF: a session carries a random token (inside the signed, HTTP-only cookie). Every mutating
+ * request made with the session must send it back: as the `_csrf` field of our forms, or as an
+ * `X-CSRF-Token` / `X-XSRF-Token` header. The token is also set as a readable `XSRF-TOKEN`
+ * cookie, which bull-board's UI (axios) echoes in `X-XSRF-TOKEN` on its own same-origin calls.
+ * HTTP Basic requests carry no session to ride on; a browser replaying cached Basic credentials
+ * cross-site is stopped by the Origin / Sec-Fetch-Site check below.
  */
 
 export interface StaffIdentity {
   username: string;
   role: StaffRole;
   via: 'session' | 'basic';
+  /** The session's CSRF token, to embed in forms (sessions only). */
+  csrf?: string;
 }
 
 declare module 'fastify' {
@@ -36,9 +46,14 @@ export interface AuthOptions {
   /** `auto`: Secure when the request came over https. */
   cookieSecure: boolean | 'auto';
   sessionTtlMs?: number;
+  /** Failed sign-ins (form and HTTP Basic) per username and per address. */
+  throttle?: LoginThrottle;
 }
 
 export const SESSION_COOKIE = 'dashboard_session';
+/** axios's default cookie name, so bull-board's UI sends the token without being told to. */
+export const XSRF_COOKIE = 'XSRF-TOKEN';
+export const CSRF_FIELD = '_csrf';
 const DEFAULT_SESSION_TTL_MS = 12 * 3600 * 1000;
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const BASIC_CACHE_TTL_MS = 5 * 60 * 1000;
@@ -53,10 +68,12 @@ interface Account {
 
 /** What the session cookie carries, before signing: no password material, no role. */
 interface SessionPayload {
-  v: 1;
+  v: 2;
   u: string;
   f: string;
   exp: number;
+  /** The session's CSRF token. */
+  c: string;
 }
 
 export class StaffAuth {
@@ -88,6 +105,19 @@ export class StaffAuth {
     };
   }
 
+  /**
+   * Checks a sign-in attempt under the throttle: throws ThrottledError (without looking at the
+   * password) while the username or the address is over its limit, and counts a failure.
+   */
+  async attempt(username: string, password: string, ip: string): Promise<Account | undefined> {
+    const throttle = this.opts.throttle;
+    await throttle?.check(username, ip);
+    const acc = await this.verify(username, password);
+    if (acc) await throttle?.succeeded(username, ip);
+    else await throttle?.failed(username, ip);
+    return acc;
+  }
+
   /** Checks a username and password; the env operator shadows a database account of the same name. */
   async verify(username: string, password: string): Promise<Account | undefined> {
     const op = this.opts.operator;
@@ -105,7 +135,7 @@ export class StaffAuth {
     return (await verifyPassword(password, acc.passwordHash)) ? acc : undefined;
   }
 
-  private async verifyBasic(username: string, password: string): Promise<Account | undefined> {
+  private async verifyBasic(username: string, password: string, ip: string): Promise<Account | undefined> {
     const key = this.hmac('basic', username, password);
     const cached = this.basicCache.get(key);
     if (cached && cached.expires > Date.now()) {
@@ -115,7 +145,7 @@ export class StaffAuth {
       if (acc && acc.fingerprint === cached.fingerprint) return acc;
       this.basicCache.delete(key);
     }
-    const acc = await this.verify(username, password);
+    const acc = await this.attempt(username, password, ip);
     if (acc) {
       if (this.basicCache.size >= BASIC_CACHE_MAX) this.basicCache.clear();
       this.basicCache.set(key, { fingerprint: acc.fingerprint, expires: Date.now() + BASIC_CACHE_TTL_MS });
@@ -125,7 +155,8 @@ export class StaffAuth {
 
   /** Sets the session cookie for an account that just signed in. */
   startSession(reply: FastifyReply, acc: Account): void {
-    const payload: SessionPayload = { v: 1, u: acc.username, f: acc.fingerprint, exp: Date.now() + this.ttlMs };
+    const csrf = randomBytes(18).toString('base64url');
+    const payload: SessionPayload = { v: 2, u: acc.username, f: acc.fingerprint, exp: Date.now() + this.ttlMs, c: csrf };
     reply.setCookie(SESSION_COOKIE, Buffer.from(JSON.stringify(payload)).toString('base64url'), {
       signed: true,
       httpOnly: true,
@@ -134,10 +165,23 @@ export class StaffAuth {
       path: '/',
       maxAge: Math.floor(this.ttlMs / 1000),
     });
+    this.setXsrfCookie(reply, csrf);
+  }
+
+  /** Readable by our pages' scripts on purpose (double submit); useless to another site, which cannot read it. */
+  setXsrfCookie(reply: FastifyReply, csrf: string): void {
+    reply.setCookie(XSRF_COOKIE, csrf, {
+      httpOnly: false,
+      sameSite: 'strict',
+      secure: this.opts.cookieSecure,
+      path: '/',
+      maxAge: Math.floor(this.ttlMs / 1000),
+    });
   }
 
   endSession(reply: FastifyReply): void {
     reply.clearCookie(SESSION_COOKIE, { path: '/', httpOnly: true, sameSite: 'lax', secure: this.opts.cookieSecure });
+    reply.clearCookie(XSRF_COOKIE, { path: '/', sameSite: 'strict', secure: this.opts.cookieSecure });
   }
 
   /** The identity of a valid, unexpired session whose account still exists unchanged. */
@@ -152,11 +196,13 @@ export class StaffAuth {
     } catch {
       return undefined;
     }
-    if (payload?.v !== 1 || typeof payload.u !== 'string' || typeof payload.exp !== 'number') return undefined;
+    if (payload?.v !== 2 || typeof payload.u !== 'string' || typeof payload.exp !== 'number' || typeof payload.c !== 'string') {
+      return undefined;
+    }
     if (payload.exp <= Date.now()) return undefined;
     const acc = await this.account(payload.u);
     if (!acc || acc.fingerprint !== payload.f) return undefined;
-    return { username: acc.username, role: acc.role, via: 'session' };
+    return { username: acc.username, role: acc.role, via: 'session', csrf: payload.c };
   }
 
   /** `undefined`: no Basic header; `null`: a Basic header whose credentials are wrong. */
@@ -168,7 +214,7 @@ export class StaffAuth {
     const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     if (colon <= 0) return null;
-    const acc = await this.verifyBasic(decoded.slice(0, colon), decoded.slice(colon + 1));
+    const acc = await this.verifyBasic(decoded.slice(0, colon), decoded.slice(colon + 1), request.ip);
     return acc ? { username: acc.username, role: acc.role, via: 'basic' } : null;
   }
 }
@@ -188,9 +234,10 @@ export function safeNextPath(next: unknown): string {
 }
 
 /**
- * Until issue 5 adds CSRF tokens: a mutating request that a browser marks as coming from another
- * site is refused. SameSite=Lax already keeps the session cookie off cross-site POSTs, but a
- * browser also replays cached HTTP Basic credentials, which SameSite does not cover.
+ * A mutating request that a browser marks as coming from another site is refused, before any
+ * credential is looked at. SameSite=Lax already keeps the session cookie off cross-site POSTs
+ * (and the CSRF token covers sessions anyway), but a browser also replays cached HTTP Basic
+ * credentials, which neither covers.
  */
 function isCrossSite(request: FastifyRequest): boolean {
   const site = request.headers['sec-fetch-site'];
@@ -223,6 +270,9 @@ export async function installAuth(app: FastifyInstance, opts: AuthOptions): Prom
       identity = basic === undefined ? await auth.fromSession(request) : basic;
     } catch (err) {
       // Answered here, not thrown: bull-board's routes have an error handler (and shape) of their own.
+      if (err instanceof ThrottledError) {
+        return sendError(reply, 'rate_limited', err.message, err.retryAfterS);
+      }
       if (isConnectionError(err)) {
         request.log.warn({ err }, 'cannot check credentials: PostgreSQL unavailable');
         return sendError(reply, 'dependency_unavailable', 'PostgreSQL does not answer, so credentials cannot be checked; try again shortly');
@@ -243,9 +293,30 @@ export async function installAuth(app: FastifyInstance, opts: AuthOptions): Prom
       if (identity.role !== 'operator') {
         return sendError(reply, 'forbidden', 'viewers may look but not act; ask an operator');
       }
-      // The audit trail for now is the log; issue 5 moves it to a table.
+      // The dashboard's own actions are audited in the audit_log table; bull-board's in the log.
       request.log.info({ staff: identity.username, method: request.method, url: request.url }, 'staff action');
+    } else if (identity.csrf && request.cookies[XSRF_COOKIE] !== identity.csrf) {
+      auth.setXsrfCookie(reply, identity.csrf);
+    }
+  });
+
+  // After the body is parsed (the token may be a form field), before any handler acts.
+  app.addHook('preHandler', async (request, reply) => {
+    if (SAFE_METHODS.has(request.method) || request.staff?.via !== 'session') return;
+    if (!csrfMatches(request, request.staff.csrf)) {
+      return sendError(reply, 'forbidden', 'the CSRF token is missing or wrong: reload the page and try again');
     }
   });
   return auth;
+}
+
+function csrfMatches(request: FastifyRequest, expected: string | undefined): boolean {
+  if (!expected) return false;
+  const body = request.body;
+  const fromBody = body && typeof body === 'object' ? (body as Record<string, unknown>)[CSRF_FIELD] : undefined;
+  const given = [fromBody, request.headers['x-csrf-token'], request.headers['x-xsrf-token']].find((v) => typeof v === 'string');
+  if (typeof given !== 'string') return false;
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
 }

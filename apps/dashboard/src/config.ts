@@ -28,11 +28,27 @@ export const configSchema = z
     // Behind a TLS-terminating proxy: trust X-Forwarded-Proto/-For/-Host so `auto` sees https.
     DASHBOARD_TRUST_PROXY: z.stringbool().default(false),
     DASHBOARD_DB_POOL_MAX: z.coerce.number().int().min(1).max(50).default(4),
+    // Sign-in throttling (form and HTTP Basic), per username and per client address.
+    DASHBOARD_LOGIN_MAX_FAILURES: z.coerce.number().int().min(1).max(1000).default(5),
+    DASHBOARD_LOGIN_WINDOW_S: z.coerce.number().int().min(1).max(86_400).default(900),
+    // At most this many failed jobs are requeued by one redrive.
+    DASHBOARD_REDRIVE_MAX: z.coerce.number().int().min(1).max(10_000).default(1_000),
+    // Background work of the dashboard process (see maintenance.ts); 0 turns a loop off.
+    DASHBOARD_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(0).max(3_600_000).default(10_000),
+    DASHBOARD_PURGE_INTERVAL_MS: z.coerce.number().int().min(0).default(600_000),
+    HISTORY_RETENTION_DAYS: z.coerce.number().min(1).default(90),
+    AUDIT_RETENTION_DAYS: z.coerce.number().min(1).default(365),
+    QUEUE_SAMPLES_RAW_HOURS: z.coerce.number().min(1).default(24),
+    QUEUE_SAMPLES_RETENTION_DAYS: z.coerce.number().min(1).default(30),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .refine((c) => (c.DASHBOARD_USER === undefined) === (c.DASHBOARD_PASSWORD === undefined), {
     message: 'DASHBOARD_USER and DASHBOARD_PASSWORD must be set together',
     path: ['DASHBOARD_PASSWORD'],
+  })
+  .refine((c) => c.AUDIT_RETENTION_DAYS >= c.HISTORY_RETENTION_DAYS, {
+    message: 'AUDIT_RETENTION_DAYS must be at least HISTORY_RETENTION_DAYS (the audit log names jobs of the history)',
+    path: ['AUDIT_RETENTION_DAYS'],
   });
 
 export type DashboardConfig = z.output<typeof configSchema>;

@@ -7,16 +7,30 @@ export const ERROR_STATUS = {
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,
+  conflict: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  rate_limited: 429,
   dependency_unavailable: 503,
   internal: 500,
 } as const;
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
-export function sendError(reply: FastifyReply, code: ErrorCode, message: string): FastifyReply {
-  if (code === 'dependency_unavailable') reply.header('retry-after', '5');
+export function sendError(reply: FastifyReply, code: ErrorCode, message: string, retryAfterS?: number): FastifyReply {
+  if (code === 'dependency_unavailable') reply.header('retry-after', String(retryAfterS ?? 5));
+  if (code === 'rate_limited') reply.header('retry-after', String(retryAfterS ?? 60));
   return reply.code(ERROR_STATUS[code]).type('application/json; charset=utf-8').send({ error: { code, message } });
+}
+
+/** Thrown by a route to answer with one of the codes above. */
+export class DashboardError extends Error {
+  override name = 'DashboardError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 function isRedisDown(err: unknown): boolean {
@@ -27,6 +41,7 @@ function isRedisDown(err: unknown): boolean {
 /** The one error handler: 4xx say what was wrong, 5xx hide internals (the log has them). */
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
+    if ((err as unknown) instanceof DashboardError) return sendError(reply, (err as unknown as DashboardError).code, err.message);
     const status = err.statusCode ?? 500;
     if (status === 413) return sendError(reply, 'payload_too_large', 'the request body is too large');
     if (status === 415) return sendError(reply, 'unsupported_media_type', 'this content type is not accepted here');

@@ -49,6 +49,16 @@ export async function startDashboard(config: DashboardConfig): Promise<RunningDa
       cookieSecure: config.DASHBOARD_COOKIE_SECURE === 'auto' ? 'auto' : config.DASHBOARD_COOKIE_SECURE === 'true',
       trustProxy: config.DASHBOARD_TRUST_PROXY,
       logger: { level: config.LOG_LEVEL },
+      loginThrottle: { maxFailures: config.DASHBOARD_LOGIN_MAX_FAILURES, windowS: config.DASHBOARD_LOGIN_WINDOW_S },
+      redriveMax: config.DASHBOARD_REDRIVE_MAX,
+      maintenance: {
+        sampleIntervalMs: config.DASHBOARD_SAMPLE_INTERVAL_MS,
+        purgeIntervalMs: config.DASHBOARD_PURGE_INTERVAL_MS,
+        historyRetentionDays: config.HISTORY_RETENTION_DAYS,
+        auditRetentionDays: config.AUDIT_RETENTION_DAYS,
+        samplesRawHours: config.QUEUE_SAMPLES_RAW_HOURS,
+        samplesRetentionDays: config.QUEUE_SAMPLES_RETENTION_DAYS,
+      },
     });
     if (!config.SESSION_SECRET) app.log.warn('SESSION_SECRET is not set: sessions are signed with a random key and end when the dashboard restarts');
     if (!operator) app.log.warn('DASHBOARD_USER is not set: only staff accounts from the database can sign in (npm run staff -- add NAME --role operator)');

@@ -8,7 +8,8 @@ import { basic, cookiePair, OPERATOR, startTestDashboard, type TestDashboard } f
 
 let t: TestDashboard;
 beforeAll(async () => {
-  t = await startTestDashboard();
+  // These tests send a dozen wrong passwords on purpose; throttling has its own tests (throttle.test.ts).
+  t = await startTestDashboard({ loginThrottle: { maxFailures: 100, windowS: 900 } });
 });
 afterAll(async () => {
   await t?.close();

@@ -77,3 +77,35 @@ export async function startTestDashboard(overrides: Partial<AppDeps> = {}): Prom
     },
   };
 }
+
+export interface Session {
+  /** A Cookie header carrying the session (and the readable XSRF-TOKEN). */
+  cookie: string;
+  /** The session's CSRF token, as our forms carry it. */
+  csrf: string;
+}
+
+/** Signs in through the form, as a browser does. */
+export async function signIn(app: FastifyInstance, user: { username: string; password: string }): Promise<Session> {
+  const res = await app.inject({
+    method: 'POST',
+    url: '/login',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    payload: new URLSearchParams(user).toString(),
+  });
+  if (res.statusCode !== 303) throw new Error(`sign-in of ${user.username} answered ${res.statusCode}: ${res.body}`);
+  const session = cookiePair(res.headers['set-cookie'], 'dashboard_session');
+  const xsrf = cookiePair(res.headers['set-cookie'], 'XSRF-TOKEN');
+  if (!session || !xsrf) throw new Error('sign-in set no session or XSRF cookie');
+  return { cookie: `${session}; ${xsrf}`, csrf: decodeURIComponent(xsrf.slice(xsrf.indexOf('=') + 1)) };
+}
+
+/** A form post as our pages send it (with the CSRF field unless `csrf` is null). */
+export function formPost(session: Session, url: string, fields: Record<string, string> = {}, csrf: string | null = session.csrf) {
+  return {
+    method: 'POST' as const,
+    url,
+    headers: { cookie: session.cookie, 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html' },
+    payload: new URLSearchParams({ ...fields, ...(csrf === null ? {} : { _csrf: csrf }) }).toString(),
+  };
+}

@@ -1,6 +1,6 @@
 import { QUEUE_NAMES } from '@platform/jobs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SESSION_COOKIE } from '../src/auth';
+import { SESSION_COOKIE, XSRF_COOKIE } from '../src/auth';
 import { runStaffCommand, type StaffIo } from '../src/staff-cli';
 import { basic, cookiePair, startTestDashboard, type TestDashboard } from './helpers';
 
@@ -77,8 +77,19 @@ describe('a viewer from the staff table', () => {
 
   it('an operator from the staff table may act (so the refusal above is about the role)', async () => {
     const queue = t.queue(QUEUE);
-    const cookie = await sessionOf(OPERATOR);
-    const res = await t.app.inject({ method: 'PUT', url: `/queues/api/queues/${QUEUE}/pause`, headers: { cookie } });
+    const res0 = await t.app.inject({
+      method: 'POST',
+      url: '/login',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams(OPERATOR).toString(),
+    });
+    const cookie = cookiePair(res0.headers['set-cookie'], SESSION_COOKIE)!;
+    // bull-board's UI echoes the XSRF-TOKEN cookie in X-XSRF-TOKEN (axios does it by default).
+    const xsrf = cookiePair(res0.headers['set-cookie'], XSRF_COOKIE)!.split('=')[1]!;
+    const withoutToken = await t.app.inject({ method: 'PUT', url: `/queues/api/queues/${QUEUE}/pause`, headers: { cookie } });
+    expect(withoutToken.statusCode).toBe(403);
+    expect(await queue.isPaused()).toBe(false);
+    const res = await t.app.inject({ method: 'PUT', url: `/queues/api/queues/${QUEUE}/pause`, headers: { cookie, 'x-xsrf-token': xsrf } });
     expect(res.statusCode).toBe(200);
     expect(await queue.isPaused()).toBe(true);
     await queue.resume();

@@ -36,6 +36,12 @@ const schema = z
     /** A run holds a slot at least this long before yielding to another team's waiting job. */
     WORKER_TIME_SLICE_MS: int(1_000),
     WORKER_PRESSURE_PAUSE_MS: int(200),
+    /** How often one worker (whichever takes the Redis lock) sweeps expired blobs; 0 turns it off. */
+    WORKER_BLOB_SWEEP_MS: z.coerce.number().int().min(0).default(10 * 60_000),
+    /** A failed job's upload is kept this long for a retry. */
+    BLOB_INPUT_RETENTION_DAYS: z.coerce.number().positive().default(7),
+    /** An export's file is kept this long after it completed. */
+    EXPORT_RETENTION_DAYS: z.coerce.number().positive().default(7),
     /** `false` gives plain FIFO (no team interleaving, no yields): the benchmarks' baseline. */
     FAIR_SCHEDULING: z.enum(['true', 'false']).default('true'),
     /** Default cap of a team's running jobs (teams.max_running_jobs overrides); 0 means none. */
@@ -96,6 +102,9 @@ const schema = z
       timeSliceMs: c.WORKER_TIME_SLICE_MS,
       pressurePauseMs: c.WORKER_PRESSURE_PAUSE_MS,
       fair: c.FAIR_SCHEDULING === 'true',
+      blobSweepMs: c.WORKER_BLOB_SWEEP_MS,
+      inputRetentionMs: c.BLOB_INPUT_RETENTION_DAYS * 86_400_000,
+      exportRetentionMs: c.EXPORT_RETENTION_DAYS * 86_400_000,
       teamMaxRunning: c.WORKER_TEAM_MAX_RUNNING,
       maxRunTimeMs: c.WORKER_MAX_RUN_TIME_MS,
       shutdownTimeoutMs: c.WORKER_SHUTDOWN_TIMEOUT_MS,

@@ -12,6 +12,7 @@ import {
   FsBlobStore,
   jobDefinition,
   Producer,
+  sweepBlobs,
   waitReady,
 } from '@platform/jobs';
 import { processors, runBullJob, type RunnerDeps } from '@platform/jobs/processors';
@@ -228,6 +229,24 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     return worker;
   });
 
+  // The blob lifecycle: one worker at a time (a Redis lock) deletes expired uploads and exports.
+  const sweepKey = `${config.queuePrefix}:blob-sweep`;
+  const sweep = async () => {
+    if (shuttingDown) return;
+    const mine = await redis.set(sweepKey, owner, 'PX', Math.max(60_000, config.blobSweepMs), 'NX');
+    if (mine !== 'OK') return;
+    const out = await sweepBlobs(database.db, blobs, {
+      inputRetentionMs: config.inputRetentionMs,
+      exportRetentionMs: config.exportRetentionMs,
+    });
+    if (out.deleted.length) log.info({ scanned: out.scanned, deleted: out.deleted.length }, 'expired blobs deleted');
+  };
+  const sweeper =
+    config.blobSweepMs > 0
+      ? setInterval(() => void sweep().catch((e) => log.warn({ err: String(e) }, 'blob sweep failed')), config.blobSweepMs)
+      : undefined;
+  sweeper?.unref();
+
   const server = http.createServer((req, res) => {
     if (req.url === '/healthz') {
       res.writeHead(shuttingDown ? 503 : 200, { 'content-type': 'application/json' });
@@ -271,6 +290,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
           await Promise.all(workers.map((w) => w.close(true).catch(() => {})));
         }
         if (renewBudget) clearInterval(renewBudget);
+        if (sweeper) clearInterval(sweeper);
         await producer.close().catch(() => {});
         server.close();
         await database.close();

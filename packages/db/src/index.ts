@@ -10,3 +10,4 @@ export * from './queries/cms-export';
 export * from './queries/staff';
 export { runMigrations, MIGRATIONS_DIR } from './migrate';
 export * as schema from './schema/index';
+export * from './queries/dashboard';

@@ -1,6 +1,6 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { constants } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -24,6 +24,8 @@ export interface BlobStore {
   writeAt(key: string, offset: number, body: Buffer | string): Promise<{ size: number }>;
   /** Renames a blob in one step: a reader of `to` sees the old blob or the whole new one. */
   move(from: string, to: string): Promise<void>;
+  /** Every blob under a folder (recursively), with its last modification time. */
+  list(prefix: string): AsyncIterable<{ key: string; modifiedAt: number }>;
 }
 
 /** A part blob is shorter than the offset a writer resumes at: it was lost or never written here. */
@@ -72,6 +74,25 @@ export class FsBlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     await rm(this.file(key), { force: true });
+  }
+
+  async *list(prefix: string): AsyncIterable<{ key: string; modifiedAt: number }> {
+    const root = this.file(prefix);
+    let entries: import('node:fs').Dirent[];
+    try {
+      entries = await readdir(root, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const key = `${prefix}/${e.name}`;
+      if (e.isDirectory()) {
+        yield* this.list(key);
+      } else if (e.isFile() && !e.name.endsWith('.tmp')) {
+        const st = await stat(path.join(root, e.name)).catch(() => undefined);
+        if (st) yield { key, modifiedAt: st.mtimeMs };
+      }
+    }
   }
 
   async writeAt(key: string, offset: number, body: Buffer | string): Promise<{ size: number }> {

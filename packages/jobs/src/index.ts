@@ -13,3 +13,4 @@ export { exportJob } from './cms-export/definition';
 export { publishJob } from './project-publish/definition';
 export { ConnectionBudget, type ConnectionBudgetOptions } from './connection-budget';
 export { ChunkSizer, type ChunkSizerOptions } from './chunk-sizer';
+export { sweepBlobs, type JanitorOptions } from './blob-janitor';

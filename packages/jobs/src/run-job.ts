@@ -115,7 +115,15 @@ export async function runBullJob(
   });
   const end = async (e: Parameters<typeof finishJob>[3]) => {
     const ended = await finishJob(deps.database.db, row.id, row.lease, e);
-    if (ended) void wakeWaiters(deps, row);
+    if (ended) {
+      void wakeWaiters(deps, row);
+      // An upload has served its purpose once its job completed or was cancelled; a failed job
+      // keeps it for a retry (the blob janitor removes it after the retention period).
+      const input = (row.payload as { blobKey?: unknown }).blobKey;
+      if (e.status !== 'failed' && type !== 'cms.export' && typeof input === 'string') {
+        await deps.blobs.delete(input).catch(() => {});
+      }
+    }
     return ended;
   };
 

@@ -1,11 +1,16 @@
-import { listRecentJobsAllTeams, type Db, type StaffJobSummary } from '@platform/db';
+import { searchJobsAllTeams, teamBacklog, type Db } from '@platform/db';
 import type { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
-import { html, page, sendPage } from '../ui/html';
+import { queueCharts } from '../chart-data';
+import { html, jsonBlock, page, sendPage } from '../ui/html';
+import { CHART_ASSETS } from './assets';
+import { chartGrid } from './charts';
+import { jobsTable } from './jobs';
+import { backlogTable } from './teams';
 
-/** The overview: queue counts from Redis and the newest history rows from Postgres. Issue 5 grows it. */
+/** The overview: queue counts now, the last hour's charts, the busiest teams and the newest jobs. */
 
-export const HISTORY_ROWS = 50;
+export const HISTORY_ROWS = 25;
 const COUNTED = ['waiting', 'active', 'delayed', 'failed', 'completed'] as const;
 
 interface QueueSummary {
@@ -15,16 +20,15 @@ interface QueueSummary {
 }
 
 async function summarise(queue: Queue): Promise<QueueSummary> {
-  const [counts, paused] = await Promise.all([queue.getJobCounts(...COUNTED), queue.isPaused()]);
-  return {
-    name: queue.name,
-    paused,
-    counts: Object.fromEntries(COUNTED.map((s) => [s, counts[s] ?? 0])) as QueueSummary['counts'],
-  };
+  const [counts, paused] = await Promise.all([queue.getJobCounts(...COUNTED, 'prioritized', 'waiting-children'), queue.isPaused()]);
+  const summary = Object.fromEntries(COUNTED.map((s) => [s, counts[s] ?? 0])) as QueueSummary['counts'];
+  // Jobs with a priority wait in their own set; to staff they are waiting all the same.
+  summary.waiting += (counts.prioritized ?? 0) + (counts['waiting-children'] ?? 0);
+  return { name: queue.name, paused, counts: summary };
 }
 
 function queuesTable(queues: QueueSummary[]) {
-  return html`<table>
+  return html`<table id="queues">
 <thead><tr><th>queue</th>${COUNTED.map((s) => html`<th>${s}</th>`)}<th></th></tr></thead>
 <tbody>
 ${queues.map(
@@ -36,33 +40,29 @@ ${queues.map(
 </table>`;
 }
 
-function progress(j: StaffJobSummary): string {
-  return `${j.progressDone} / ${j.progressTotal ?? '?'}`;
-}
-
-function historyTable(rows: StaffJobSummary[]) {
-  if (rows.length === 0) return html`<p>No jobs yet.</p>`;
-  return html`<table>
-<thead><tr><th>id</th><th>team</th><th>type</th><th>status</th><th>progress</th><th>created</th></tr></thead>
-<tbody>
-${rows.map(
-  (j) => html`<tr><td><code>${j.id}</code></td><td title="${j.teamId}">${j.teamName ?? j.teamId}</td><td>${j.type}</td><td class="status-${j.status}">${j.status}</td><td class="num">${progress(j)}</td><td>${j.createdAt.toISOString()}</td></tr>
-`,
-)}</tbody>
-</table>`;
-}
-
 export async function homeRoutes(app: FastifyInstance, opts: { db: Db; queues: Queue[] }): Promise<void> {
   app.get('/', async (request, reply) => {
-    const [queues, jobs] = await Promise.all([
+    const [queues, jobs, busiest, charts] = await Promise.all([
       Promise.all(opts.queues.map(summarise)),
-      listRecentJobsAllTeams(opts.db, HISTORY_ROWS),
+      searchJobsAllTeams(opts.db, { limit: HISTORY_ROWS }),
+      teamBacklog(opts.db, 10),
+      queueCharts(opts.db, { range: 'hour', queues: opts.queues.map((q) => q.name), idPrefix: 'overview', only: ['depth', 'throughput'] }),
     ]);
     const body = html`<h1>Overview</h1>
-<h2>Queues</h2>
+<form class="search" method="get" action="/jobs" role="search">
+  <label>Find a job by id<input name="id" size="38" placeholder="uuid" autocomplete="off"></label>
+  <label>or a team's jobs (id or exact name)<input name="team" size="30"></label>
+  <button type="submit">Find</button>
+</form>
+<h2>Queues now</h2>
 ${queuesTable(queues)}
-<h2>Newest jobs</h2>
-${historyTable(jobs)}`;
-    return sendPage(reply, page('Overview · Platform dashboard', body, request.staff));
+<h2>Last hour <a class="muted" href="/charts">(more charts)</a></h2>
+${chartGrid(charts.charts)}
+${jsonBlock('chart-data', charts.charts)}
+<h2>Busiest teams now <a class="muted" href="/teams">(all)</a></h2>
+${backlogTable(busiest)}
+<h2>Newest jobs <a class="muted" href="/jobs">(search)</a></h2>
+${jobsTable(jobs)}`;
+    return sendPage(reply, page('Overview · Platform dashboard', body, request.staff, { current: '/', ...CHART_ASSETS }));
   });
 }

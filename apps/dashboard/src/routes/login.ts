@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { safeNextPath, type StaffAuth } from '../auth';
 import { sendError } from '../errors';
+import { ThrottledError } from '../login-throttle';
 import { html, page, sendPage } from '../ui/html';
 
 const loginBody = z.object({
@@ -48,7 +49,19 @@ export async function loginRoutes(app: FastifyInstance, opts: { auth: StaffAuth 
     if (!parsed.success) return sendError(reply, 'validation_failed', 'username and password are required');
     const { username, password } = parsed.data;
     const next = safeNextPath(parsed.data.next);
-    const acc = username && password ? await auth.verify(username, password) : undefined;
+    let acc;
+    try {
+      acc = username && password ? await auth.attempt(username, password, request.ip) : undefined;
+    } catch (err) {
+      if (!(err instanceof ThrottledError)) throw err;
+      request.log.warn({ username, ip: request.ip }, 'staff sign-in throttled');
+      if (fromBrowser(request)) {
+        reply.header('retry-after', String(err.retryAfterS));
+        const minutes = Math.ceil(err.retryAfterS / 60);
+        return sendPage(reply, loginForm(next, `Too many failed attempts. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}.`, username), 429);
+      }
+      return sendError(reply, 'rate_limited', err.message, err.retryAfterS);
+    }
     if (!acc) {
       request.log.info({ username }, 'staff sign-in refused');
       if (fromBrowser(request)) {

@@ -192,6 +192,8 @@ export async function requeueJob(db: DbOrTx, id: string, teamId?: string): Promi
       status: 'queued',
       error: null,
       finishedAt: null,
+      // A retry gets a fresh run-time allowance: the maximum run time counts from its first chunk.
+      startedAt: null,
       cancelRequestedAt: null,
       dispatches: sql`${jobs.dispatches} + 1`,
       updatedAt: sql`now()`,

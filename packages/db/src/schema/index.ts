@@ -4,3 +4,5 @@ export * from './cms';
 export * from './jobs';
 export * from './staff';
 export * from './imports';
+export * from './job-events';
+export * from './dashboard';
