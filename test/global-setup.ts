@@ -2,19 +2,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import 'vitest';
 import type { TestProject } from 'vitest/node';
 import { runMigrations } from '@platform/db';
 import { TEMPLATE_DB, withDatabase } from '@platform/db/testing';
 import { hasRedisServer, REDIS_INSTALL_HINT, startPostgres, startRedis } from '../scripts/lib/services';
 
-declare module 'vitest' {
-  export interface ProvidedContext {
-    pgAdminUrl: string;
-    redisUrl: string;
-    redisPort: number;
-  }
-}
 
 /** Starts one throwaway PostgreSQL and Redis for the whole run and migrates the template database. */
 export default async function setup(project: TestProject) {
