@@ -114,3 +114,40 @@ export async function waitFor<T>(
 export function bearer(token: string) {
   return { authorization: `Bearer ${token}` };
 }
+
+/**
+ * Settings for crash tests: short BullMQ locks and Postgres guards, so the job of a killed or
+ * frozen worker is taken over within seconds, not minutes.
+ */
+export const FAST_TAKEOVER_ENV: Record<string, string> = {
+  WORKER_PORT: '0',
+  WORKER_LOCK_DURATION_MS: '2000',
+  WORKER_STALLED_INTERVAL_MS: '1000',
+  WORKER_IDLE_IN_TX_TIMEOUT_MS: '3000',
+  WORKER_LOCK_TIMEOUT_MS: '1000',
+  LOG_LEVEL: 'info',
+};
+
+/**
+ * Real worker processes of one test file. Call `killAll` in `afterEach`: a worker that outlived
+ * its test would take the next test's job.
+ */
+export function workerProcesses(env: () => Record<string, string>) {
+  const list: AppProcess[] = [];
+  return {
+    list,
+    start(extra: Record<string, string> = {}): AppProcess {
+      const w = spawnApp('apps/worker/src/main.ts', { ...env(), ...FAST_TAKEOVER_ENV, ...extra });
+      list.push(w);
+      return w;
+    },
+    async killAll(): Promise<void> {
+      for (const w of list) {
+        w.child.kill('SIGCONT'); // a frozen (SIGSTOPped) worker must wake to die
+        w.kill('SIGKILL');
+      }
+      await Promise.all(list.map((w) => w.exited));
+      list.length = 0;
+    },
+  };
+}

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, spawnApp, waitFor, type AppProcess, type TestEnv } from '../../../test/helpers';
+import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, waitFor, workerProcesses, type TestEnv } from '../../../test/helpers';
 
 /**
  * The chunk protocol, proved with the real worker process: killed, frozen and faulted mid-job,
@@ -10,27 +10,13 @@ let t: TestEnv;
 let api: FastifyInstance;
 let token: string;
 let projectId: string;
-const workers: AppProcess[] = [];
 
-// Short locks so a killed or frozen worker's job is taken over within seconds, not minutes.
-const workerEnv = (extra: Record<string, string> = {}) => ({
+const workers = workerProcesses(() => ({
   ...t.env,
-  WORKER_PORT: '0',
   WORKER_QUEUES: 'cms-bulk-write',
   WORKER_CHUNK_SIZE: '1000',
-  WORKER_LOCK_DURATION_MS: '2000',
-  WORKER_STALLED_INTERVAL_MS: '1000',
-  WORKER_IDLE_IN_TX_TIMEOUT_MS: '3000',
-  WORKER_LOCK_TIMEOUT_MS: '1000',
-  LOG_LEVEL: 'info',
-  ...extra,
-});
-
-function startWorker(extra: Record<string, string> = {}): AppProcess {
-  const w = spawnApp('apps/worker/src/main.ts', workerEnv(extra));
-  workers.push(w);
-  return w;
-}
+}));
+const startWorker = workers.start;
 
 beforeAll(async () => {
   t = await createTestEnv();
@@ -41,14 +27,7 @@ beforeAll(async () => {
 });
 
 // No worker outlives its test: a leftover one would take the next test's job.
-afterEach(async () => {
-  for (const w of workers) {
-    w.child.kill('SIGCONT');
-    w.kill('SIGKILL');
-  }
-  await Promise.all(workers.map((w) => w.exited));
-  workers.length = 0;
-});
+afterEach(() => workers.killAll());
 
 afterAll(async () => {
   await api?.close();
@@ -150,9 +129,6 @@ describe('chunk protocol with the real worker process', () => {
     // Chunk 12 (the one killed mid-commit) was committed by a later run, not by the first.
     expect(chunks.rows[10].lease).toBe(1);
     expect(chunks.rows[11].lease).toBe(2);
-    for (const w of workers) w.kill('SIGTERM');
-    await Promise.all(workers.map((w) => w.exited));
-    workers.length = 0;
   }, 180_000);
 
   it('a worker frozen past its lock (stale lease) commits nothing once it wakes; the job ends exact', async () => {
@@ -221,7 +197,7 @@ describe('crash loops', () => {
     const final = await waitFor(async () => {
       const j = await jobState(jobId);
       if (j.status === 'failed' || j.status === 'completed') return j;
-      const alive = workers.filter((w) => w.child.exitCode === null && w.child.signalCode === null);
+      const alive = workers.list.filter((w) => w.child.exitCode === null && w.child.signalCode === null);
       if (alive.length === 0 && runs < 6) {
         runs++;
         startWorker(extra);

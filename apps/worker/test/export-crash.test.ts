@@ -2,7 +2,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, spawnApp, waitFor, type AppProcess, type TestEnv } from '../../../test/helpers';
+import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, waitFor, type TestEnv, workerProcesses } from '../../../test/helpers';
 
 /**
  * An export whose worker is SIGKILLed between writing a page to its part file and committing the
@@ -13,24 +13,15 @@ let t: TestEnv;
 let api: FastifyInstance;
 let token: string;
 let tableId: string;
-const workers: AppProcess[] = [];
 const ROWS = 30_000;
 const PAGE = 5_000;
 
-function startWorker(extra: Record<string, string> = {}): AppProcess {
-  const w = spawnApp('apps/worker/src/main.ts', {
-    ...t.env,
-    WORKER_PORT: '0',
-    WORKER_QUEUES: 'cms-export',
-    WORKER_CHUNK_SIZE: String(PAGE),
-    // Short locks so the killed worker's job is taken over within seconds.
-    WORKER_LOCK_DURATION_MS: '2000',
-    WORKER_STALLED_INTERVAL_MS: '1000',
-    ...extra,
-  });
-  workers.push(w);
-  return w;
-}
+const workers = workerProcesses(() => ({
+  ...t.env,
+  WORKER_QUEUES: 'cms-export',
+  WORKER_CHUNK_SIZE: String(PAGE),
+}));
+const startWorker = workers.start;
 
 async function jobState(id: string) {
   return (await api.inject({ method: 'GET', url: `/v1/jobs/${id}`, headers: bearer(token) })).json();
@@ -58,11 +49,7 @@ beforeAll(async () => {
   );
 });
 
-afterEach(async () => {
-  for (const w of workers) w.kill('SIGKILL');
-  await Promise.all(workers.map((w) => w.exited));
-  workers.length = 0;
-});
+afterEach(() => workers.killAll());
 
 afterAll(async () => {
   await api?.close();

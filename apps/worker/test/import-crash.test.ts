@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, spawnApp, waitFor, type AppProcess, type TestEnv } from '../../../test/helpers';
+import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, waitFor, type TestEnv, workerProcesses, type AppProcess } from '../../../test/helpers';
 
 /**
  * A 200,000-row import whose worker process is SIGKILLed twice, once in each pass, still ends with
@@ -11,28 +11,16 @@ let t: TestEnv;
 let api: FastifyInstance;
 let token: string;
 let projectId: string;
-const workers: AppProcess[] = [];
 
 const ROWS = 200_000;
 const CHUNK = 5_000;
 
-// Short locks so a killed worker's job is taken over within seconds.
-function startWorker(extra: Record<string, string> = {}): AppProcess {
-  const w = spawnApp('apps/worker/src/main.ts', {
-    ...t.env,
-    WORKER_PORT: '0',
-    WORKER_QUEUES: 'cms-import',
-    WORKER_CHUNK_SIZE: String(CHUNK),
-    WORKER_LOCK_DURATION_MS: '2000',
-    WORKER_STALLED_INTERVAL_MS: '1000',
-    WORKER_IDLE_IN_TX_TIMEOUT_MS: '3000',
-    WORKER_LOCK_TIMEOUT_MS: '1000',
-    LOG_LEVEL: 'info',
-    ...extra,
-  });
-  workers.push(w);
-  return w;
-}
+const workers = workerProcesses(() => ({
+  ...t.env,
+  WORKER_QUEUES: 'cms-import',
+  WORKER_CHUNK_SIZE: String(CHUNK),
+}));
+const startWorker = workers.start;
 
 /** Peak resident memory of a live process, in MiB (Linux). */
 function peakRssMiB(w: AppProcess): number | undefined {
@@ -52,11 +40,7 @@ beforeAll(async () => {
   projectId = (await api.inject({ method: 'POST', url: '/v1/projects', headers: bearer(token), payload: { name: 'p' } })).json().id;
 });
 
-afterEach(async () => {
-  for (const w of workers) w.kill('SIGKILL');
-  await Promise.all(workers.map((w) => w.exited));
-  workers.length = 0;
-});
+afterEach(() => workers.killAll());
 
 afterAll(async () => {
   await api?.close();

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, spawnApp, waitFor, type AppProcess, type TestEnv } from '../../../test/helpers';
+import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, waitFor, type TestEnv, workerProcesses } from '../../../test/helpers';
 
 /**
  * A publish of 30,000 rows in three tables, its worker killed twice mid-job (once inside a chunk
@@ -12,28 +12,16 @@ let token: string;
 let teamId: string;
 let projectId: string;
 const tableIds: string[] = [];
-const workers: AppProcess[] = [];
 
 const ROWS_PER_TABLE = 10_000;
 const TOTAL = 3 * ROWS_PER_TABLE;
 
-// Short locks so a killed worker's job is taken over within seconds.
-function startWorker(extra: Record<string, string> = {}): AppProcess {
-  const w = spawnApp('apps/worker/src/main.ts', {
-    ...t.env,
-    WORKER_PORT: '0',
-    WORKER_QUEUES: 'project-publish',
-    WORKER_CHUNK_SIZE: '1000',
-    WORKER_LOCK_DURATION_MS: '2000',
-    WORKER_STALLED_INTERVAL_MS: '1000',
-    WORKER_IDLE_IN_TX_TIMEOUT_MS: '3000',
-    WORKER_LOCK_TIMEOUT_MS: '1000',
-    LOG_LEVEL: 'info',
-    ...extra,
-  });
-  workers.push(w);
-  return w;
-}
+const workers = workerProcesses(() => ({
+  ...t.env,
+  WORKER_QUEUES: 'project-publish',
+  WORKER_CHUNK_SIZE: '1000',
+}));
+const startWorker = workers.start;
 
 async function jobState(id: string) {
   return (await api.inject({ method: 'GET', url: `/v1/jobs/${id}`, headers: bearer(token) })).json();
@@ -66,11 +54,7 @@ beforeAll(async () => {
   }
 });
 
-afterEach(async () => {
-  for (const w of workers) w.kill('SIGKILL');
-  await Promise.all(workers.map((w) => w.exited));
-  workers.length = 0;
-});
+afterEach(() => workers.killAll());
 
 afterAll(async () => {
   await api?.close();

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { startRedis, type RedisServer } from '../../../scripts/lib/services';
-import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, spawnApp, waitFor, type AppProcess, type TestEnv } from '../../../test/helpers';
+import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, waitFor, type TestEnv, workerProcesses } from '../../../test/helpers';
 
 /**
  * Graceful shutdown hands the job back at a chunk boundary; a Redis restart is survived.
@@ -16,21 +16,12 @@ let redisDir: string;
 let api: FastifyInstance;
 let token: string;
 let tableId: string;
-const workers: AppProcess[] = [];
 
-function startWorker(extra: Record<string, string> = {}): AppProcess {
-  const w = spawnApp('apps/worker/src/main.ts', {
-    ...t.env,
-    REDIS_URL: redis.url,
-    WORKER_PORT: '0',
-    WORKER_LOCK_DURATION_MS: '3000',
-    WORKER_STALLED_INTERVAL_MS: '1000',
-    LOG_LEVEL: 'info',
-    ...extra,
-  });
-  workers.push(w);
-  return w;
-}
+const workers = workerProcesses(() => ({
+  ...t.env,
+  REDIS_URL: redis.url,
+}));
+const startWorker = workers.start;
 
 beforeAll(async () => {
   t = await createTestEnv();
@@ -49,11 +40,7 @@ beforeAll(async () => {
   ).json().id;
 });
 
-afterEach(async () => {
-  for (const w of workers) w.kill('SIGKILL');
-  await Promise.all(workers.map((w) => w.exited));
-  workers.length = 0;
-});
+afterEach(() => workers.killAll());
 
 afterAll(async () => {
   await api?.close();
