@@ -4,7 +4,8 @@ import type { BlobStore } from './blob-store';
 
 /**
  * The blob lifecycle. An upload (an import's file, a bulk write's operations) is deleted once its
- * job completes or is cancelled; a failed job keeps it for a retry, up to `inputRetentionMs`.
+ * job completed; a failed or cancelled job keeps it for a retry (the contract lets both resume
+ * from their last chunk), up to `inputRetentionMs` after it ended.
  * An export is kept for `exportRetentionMs` after it completed, then deleted (its download then
  * says it expired). Blobs whose job row does not exist (the API died between storing and
  * recording) and part files of ended exports are removed too, after a grace period.
@@ -47,8 +48,8 @@ export async function sweepBlobs(db: Db, blobs: BlobStore, opts: JanitorOptions)
       else if (job.status === 'queued' || job.status === 'active') drop = false;
       else if (b.part) drop = true;
       else if (b.folder === 'exports') drop = job.status !== 'completed' || (ended !== undefined && now - ended > opts.exportRetentionMs);
-      else if (job.status === 'failed') drop = ended !== undefined && now - ended > opts.inputRetentionMs;
-      else drop = true; // completed or cancelled: the upload has served its purpose
+      else if (job.status === 'completed') drop = true; // the upload has served its purpose
+      else drop = ended !== undefined && now - ended > opts.inputRetentionMs; // failed or cancelled
       if (drop) {
         await blobs.delete(b.key);
         deleted.push(b.key);

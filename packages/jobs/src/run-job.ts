@@ -117,10 +117,11 @@ export async function runBullJob(
     const ended = await finishJob(deps.database.db, row.id, row.lease, e);
     if (ended) {
       void wakeWaiters(deps, row);
-      // An upload has served its purpose once its job completed or was cancelled; a failed job
-      // keeps it for a retry (the blob janitor removes it after the retention period).
+      // An upload has served its purpose once its job completed. A failed or cancelled job keeps
+      // it, since the contract lets either be retried from its last chunk; the blob janitor
+      // removes it after the retention period.
       const input = (row.payload as { blobKey?: unknown }).blobKey;
-      if (e.status !== 'failed' && type !== 'cms.export' && typeof input === 'string') {
+      if (e.status === 'completed' && type !== 'cms.export' && typeof input === 'string') {
         await deps.blobs.delete(input).catch(() => {});
       }
     }

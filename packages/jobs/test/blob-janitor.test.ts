@@ -37,7 +37,7 @@ async function exists(key: string) {
 }
 
 describe('blob lifecycle sweep', () => {
-  it('deletes uploads of ended jobs, keeps failed ones for the retention period, and expires old exports', async () => {
+  it('deletes uploads of completed jobs, keeps failed and cancelled ones for the retention period, and expires old exports', async () => {
     const keep: string[] = [];
     const drop: string[] = [];
     const put = async (key: string, into: string[]) => {
@@ -47,7 +47,8 @@ describe('blob lifecycle sweep', () => {
     await put(`imports/${await job('queued')}.csv`, keep);
     await put(`bulk/${await job('active')}.ndjson`, keep);
     await put(`imports/${await job('completed')}.ndjson`, drop);
-    await put(`bulk/${await job('cancelled')}.ndjson`, drop);
+    await put(`bulk/${await job('cancelled', 1)}.ndjson`, keep); // a cancelled job may be retried too
+    await put(`bulk/${await job('cancelled', 8)}.ndjson`, drop);
     await put(`imports/${await job('failed', 1)}.csv`, keep); // a retry may still want it
     await put(`imports/${await job('failed', 8)}.csv`, drop); // past the 7-day retention
     await put(`exports/${await job('completed', 2)}.csv`, keep);

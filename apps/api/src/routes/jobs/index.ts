@@ -110,9 +110,6 @@ export const jobRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) => {
       // Best effort: the worker skips a cancelled row anyway, this only tidies Redis.
       const def = jobDefinition(updated.type);
       if (def) await deps.producer.queue(def.queue).remove(bullJobId(updated.id, updated.dispatches)).catch(() => {});
-      // A job cancelled before it ran has no further use for its upload.
-      const input = (updated.payload as { blobKey?: unknown }).blobKey;
-      if (updated.type !== 'cms.export' && typeof input === 'string') await deps.blobs.delete(input).catch(() => {});
     }
     return reply.status(202).send(presentJob(updated));
   });
