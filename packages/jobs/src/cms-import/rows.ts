@@ -69,6 +69,9 @@ export function ndjsonRow(fields: readonly CmsField[], line: number, text: strin
     return { line, data: {}, problems: [problem(line, '', 'must be a JSON object keyed by field name')] };
   }
   const { [IDENTIFIER]: identifier, [ID]: _ignored, ...data } = value as Record<string, unknown>;
+  // A null is "no value", as an empty CSV cell is: an NDJSON export writes null for a missing
+  // field, and re-importing it must reproduce the row, not add null keys.
+  for (const k of Object.keys(data)) if (data[k] === null) delete data[k];
   return finish(fields, line, identifier, data, []);
 }
 
