@@ -29,9 +29,12 @@ export const DEFAULT_PORTS: Record<ServiceName, number> = {
   redis: 63799,
 };
 
-const APPS: Record<AppName, { dir: string; entry: string; portVar: string }> = {
+/** Worker heap cap: the same as `npm start -w apps/worker` (its package.json). */
+export const WORKER_NODE_FLAGS = ['--max-old-space-size=160'];
+
+const APPS: Record<AppName, { dir: string; entry: string; portVar: string; flags?: string[] }> = {
   api: { dir: 'apps/api', entry: 'src/server.ts', portVar: 'API_PORT' },
-  worker: { dir: 'apps/worker', entry: 'src/main.ts', portVar: 'WORKER_PORT' },
+  worker: { dir: 'apps/worker', entry: 'src/main.ts', portVar: 'WORKER_PORT', flags: WORKER_NODE_FLAGS },
   dashboard: { dir: 'apps/dashboard', entry: 'src/server.ts', portVar: 'DASHBOARD_PORT' },
 };
 const APP_NAMES = Object.keys(APPS) as AppName[];
@@ -266,7 +269,7 @@ interface AppProcess {
  */
 function spawnApp(name: AppName, env: Record<string, string>, quiet: boolean): AppProcess {
   const spec = APPS[name];
-  const child = spawn(process.execPath, ['--import', tsxLoaderUrl(), spec.entry], {
+  const child = spawn(process.execPath, [...(spec.flags ?? []), '--import', tsxLoaderUrl(), spec.entry], {
     cwd: path.join(ROOT_DIR, spec.dir),
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
