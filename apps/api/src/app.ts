@@ -1,10 +1,10 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
-import { QUEUE_NAMES } from '@platform/jobs';
+import { jsonDeeperThan, MAX_JSON_DEPTH, QUEUE_NAMES } from '@platform/jobs';
 import type { ApiDeps } from './deps';
-import { registerErrorHandling } from './errors';
+import { AppError, registerErrorHandling } from './errors';
 import { registerGzipBodies } from './plugins/gzip';
 import { publishDbPressure } from './plugins/pressure';
 import { registerMetrics } from './plugins/metrics';
@@ -31,6 +31,15 @@ export async function buildApp(deps: ApiDeps, opts: BuildOptions = {}): Promise<
     trustProxy: true,
     // Query strings stay flat: `?a[b]=1` is not an object here.
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
+    // Errors raised before routing, in the one error shape too: an id of 10,000 characters got
+    // Fastify's own 414 body, echoing the whole path (fault suite, test/faults/hostile-input.test.ts).
+    frameworkErrors: (err, _req, reply: FastifyReply) => {
+      const e =
+        err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? new AppError('not_found', 'no such resource (an id in the path is too long)')
+          : new AppError('validation_failed', 'the URL is not valid');
+      void reply.status(e.status).send({ error: { code: e.code, message: e.message } });
+    },
   }).withTypeProvider<ZodTypeProvider>();
   watchRedis(app, deps);
   publishDbPressure(app, deps);
@@ -44,9 +53,25 @@ export async function buildApp(deps: ApiDeps, opts: BuildOptions = {}): Promise<
   // route that needs one still answers 400 from its schema. Non-empty bodies get Fastify's parser.
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+  // Bytes, decoded strictly: decoded as a string, invalid UTF-8 became U+FFFD and a project was
+  // created with a mangled name (fault suite, test/faults/hostile-input.test.ts). Past
+  // MAX_JSON_DEPTH levels a body is refused here, once for every route.
+  const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
     if (body.length === 0) return done(null, undefined);
-    parseJson(req, body.toString(), done);
+    let text: string;
+    try {
+      text = utf8.decode(body as Buffer);
+    } catch {
+      return done(new AppError('validation_failed', 'the body is not valid UTF-8'), undefined);
+    }
+    parseJson(req, text, (err, parsed) => {
+      if (err) return done(err, undefined);
+      if (jsonDeeperThan(parsed, MAX_JSON_DEPTH)) {
+        return done(new AppError('validation_failed', `the JSON body is nested deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+      }
+      done(null, parsed);
+    });
   });
 
   await app.register(swagger, {

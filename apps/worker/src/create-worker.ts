@@ -15,7 +15,7 @@ import {
   sweepBlobs,
   waitReady,
 } from '@platform/jobs';
-import { processors, runBullJob, type RunnerDeps } from '@platform/jobs/processors';
+import { forgiveBlamelessStall, processors, runBullJob, type RunnerDeps } from '@platform/jobs/processors';
 import type { WorkerConfig } from './config';
 import { FairSlots, type SlotRequest } from './fair-slots';
 
@@ -42,10 +42,18 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     max: config.poolMax,
     applicationName: 'worker',
     idleInTransactionTimeoutMs: config.idleInTxTimeoutMs,
+    // Above statement_timeout, so the server cancels a slow statement first; a half-open
+    // connection is noticed (and dropped) here.
+    queryTimeoutMs: config.statementTimeoutMs + 5_000,
   });
   // Exports read here when a replica is configured: one connection per slot at most, no writes.
   const replicaDatabase = config.replicaDatabaseUrl
-    ? createDatabase({ url: config.replicaDatabaseUrl, max: config.concurrency, applicationName: 'worker-replica' })
+    ? createDatabase({
+        url: config.replicaDatabaseUrl,
+        max: config.concurrency,
+        applicationName: 'worker-replica',
+        queryTimeoutMs: config.statementTimeoutMs + 5_000,
+      })
     : undefined;
   const redis = createRedis(config.redisUrl, 'worker');
   await waitReady(redis, 30_000);
@@ -157,6 +165,12 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     const worker = new Worker(
       queue,
       async (job, token) => {
+        // Before waiting for a slot: a delivery stuck behind a crashing job is a bystander each time.
+        const forgiven = await forgiveBlamelessStall(job, deps);
+        if (forgiven) {
+          counters.handedBack++;
+          return forgiven;
+        }
         const req = slotRequest(job);
         const release = await slots.acquire(req);
         const heldSince = Date.now();

@@ -16,6 +16,14 @@ export interface PoolOptions {
   /** Session-wide guard given as a connection option, so no `SET` is needed (PgBouncer-safe). */
   idleInTransactionTimeoutMs?: number;
   connectionTimeoutMs?: number;
+  /**
+   * Client-side cap on waiting for an answer (pg's `query_timeout`); set it above the server's
+   * statement_timeout. Only this notices a half-open connection (the server's replies stop
+   * arriving, nothing closes): TCP keepalive sees a live peer, and without it a worker waited
+   * forever (fault suite, test/faults/postgres.test.ts). The connection of a query that timed out
+   * is closed, so the pool drops it instead of handing it out again.
+   */
+  queryTimeoutMs?: number;
 }
 
 export interface Database {
@@ -36,9 +44,11 @@ export function createDatabase(opts: PoolOptions): Database {
     idleTimeoutMillis: 30_000,
     keepAlive: true,
     options,
+    query_timeout: opts.queryTimeoutMs,
   });
   // An idle client losing its server (Postgres restarting) must not crash the process.
   pool.on('error', () => {});
+  if (opts.queryTimeoutMs) pool.on('connect', closeOnQueryTimeout);
   const db = drizzle(pool, { schema });
   let closed = false;
   return {
@@ -50,4 +60,34 @@ export function createDatabase(opts: PoolOptions): Database {
       await pool.end();
     },
   };
+}
+
+const isQueryTimeout = (err: unknown) => err instanceof Error && err.message === 'Query read timeout';
+
+/**
+ * pg answers a query that timed out with an error but keeps the connection as it was, waiting for
+ * a reply that a half-open connection never brings: every later query on it (the rollback, the
+ * next transaction once the pool hands it out again) would wait out its own timeout. `end()` on a
+ * client with a query in flight destroys the socket and fails what is queued on it ("Connection
+ * terminated", a connection error), and the pool then drops the client.
+ */
+function closeOnQueryTimeout(client: pg.PoolClient): void {
+  const query = client.query as (...args: unknown[]) => unknown;
+  const close = () => void client.end().catch(() => {});
+  client.query = function (this: pg.PoolClient, ...args: unknown[]) {
+    const cb = args[args.length - 1];
+    if (typeof cb === 'function') {
+      args[args.length - 1] = (err: unknown, res: unknown) => {
+        if (isQueryTimeout(err)) close();
+        return (cb as (e: unknown, r: unknown) => unknown)(err, res);
+      };
+    }
+    const out = query.apply(this, args);
+    if (out instanceof Promise) {
+      out.catch((err: unknown) => {
+        if (isQueryTimeout(err)) close();
+      });
+    }
+    return out;
+  } as typeof client.query;
 }

@@ -39,7 +39,7 @@ export function isConnectionError(err: unknown): boolean {
     const code = (e as { code?: unknown }).code;
     if (typeof code === 'string' && (CONNECTION_ERRNOS.has(code) || code.startsWith('08'))) return true;
     const msg = e instanceof Error ? e.message : '';
-    if (/Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(msg)) {
+    if (/Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Query read timeout/i.test(msg)) {
       return true;
     }
   }

@@ -6,7 +6,7 @@ export * from './producer';
 export * from './connection';
 export * from './blob-store';
 export * from './errors';
-export { validateRowData, type FieldProblem } from './cms/row-data';
+export { jsonDeeperThan, MAX_JSON_DEPTH, validateRowData, type FieldProblem } from './cms/row-data';
 export { bulkWriteJob, bulkOperationSchema, MAX_BULK_OPERATIONS, identifierSchema, MAX_IDENTIFIER_LENGTH, type BulkOperation } from './cms-bulk-write/definition';
 export { importJob } from './cms-import/definition';
 export { exportJob } from './cms-export/definition';

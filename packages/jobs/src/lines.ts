@@ -1,9 +1,12 @@
+import { isUtf8 } from 'node:buffer';
 import type { Readable } from 'node:stream';
 
 export interface Line {
   text: string;
   /** Byte offset just past this line's newline: where a resumed reader starts. */
   end: number;
+  /** The line's bytes are not valid UTF-8 (`text` holds U+FFFD in their place). */
+  invalidUtf8?: boolean;
 }
 
 /**
@@ -24,7 +27,7 @@ export async function* readLines(stream: Readable, startByte = 0, maxLineBytes =
       offset += buf.length + 1;
       pending = [];
       pendingLen = 0;
-      yield { text: stripCr(buf.toString('utf8')), end: offset };
+      yield toLine(buf, offset);
       from = nl + 1;
     }
     if (from < chunk.length) {
@@ -37,7 +40,7 @@ export async function* readLines(stream: Readable, startByte = 0, maxLineBytes =
   if (pendingLen) {
     const buf = Buffer.concat(pending, pendingLen);
     offset += buf.length;
-    yield { text: stripCr(buf.toString('utf8')), end: offset };
+    yield toLine(buf, offset);
   }
 }
 
@@ -51,6 +54,11 @@ export class LineTooLongError extends Error {
   ) {
     super(`a line starting at byte ${start} is longer than ${maxLineBytes} bytes`);
   }
+}
+
+function toLine(buf: Buffer, end: number): Line {
+  const text = stripCr(buf.toString('utf8'));
+  return isUtf8(buf) ? { text, end } : { text, end, invalidUtf8: true };
 }
 
 function stripCr(s: string): string {

@@ -18,6 +18,6 @@ export const processors = {
   'project.publish': publishProcessor,
 } satisfies Record<JobName, Processor>;
 
-export { runBullJob, type RunnerDeps, type RunOutcome } from './run-job';
+export { forgiveBlamelessStall, runBullJob, type RunnerDeps, type RunOutcome } from './run-job';
 export { JobRun, runChunks, type Chunk, type ChunkFault, type ChunkRunnerOptions } from './chunk-runner';
 export type { Processor, ProcessorContext, Logger } from './processor';

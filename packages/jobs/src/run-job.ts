@@ -4,6 +4,7 @@ import {
   finishJob,
   isTransientDbError,
   nextDispatch,
+  sqlState,
   recordRetryableFailure,
   waitersOf,
   type Database,
@@ -18,7 +19,7 @@ import { envelopeSchema } from './define-job';
 import { bullJobId } from './queues';
 import { FencedError, JobInputError, StopRun, type StopReason } from './errors';
 import type { Logger, Processor } from './processor';
-import type { Producer } from './producer';
+import type { DispatchRow, Producer } from './producer';
 
 export interface RunnerDeps {
   database: Database;
@@ -154,6 +155,40 @@ export async function runBullJob(
   }
 }
 
+/**
+ * BullMQ counts every stall of a delivery (its worker died or froze) toward `maxStalledCount` and
+ * fails the job past it: that is how a crash loop ends. But a stall after which the job had moved
+ * on (the run that stalled committed a chunk), or of a delivery that never ran the job (it waited
+ * for a slot in the process that died), says nothing against this job: a 200,000-row import whose
+ * worker was SIGKILLed four times failed as "stalled" although every run made progress (fault
+ * suite, test/faults/crashes.test.ts). Such a delivery is handed back as a fresh one, whose stall
+ * count starts at zero. Bounded: each reset follows a committed chunk or a run that never started.
+ * The worker asks before the delivery waits for a slot: a delivery that waits behind a crashing
+ * job in its process is a bystander every time it is fetched again.
+ */
+export async function forgiveBlamelessStall(job: Job, deps: RunnerDeps): Promise<RunOutcome | undefined> {
+  if (job.stalledCounter === 0) return undefined;
+  const jobId = envelopeSchema.safeParse(job.data).data?.jobId;
+  if (!jobId) return undefined;
+  const r = await deps.database.pool.query<Omit<DispatchRow, 'dispatches'> & { lease: number; progressed: boolean; idle: boolean }>(
+    `select j.id, j.team_id as "teamId", j.type, j.queue, j.seq, j.payload, j.lease,
+            j.lease_owner is null as idle,
+            exists (select 1 from job_chunks c where c.job_id = j.id and c.lease = j.lease) as progressed
+     from jobs j where j.id = $1 and j.status in ('queued', 'active')`,
+    [jobId],
+  );
+  const row = r.rows[0];
+  if (!row || !(row.progressed || row.idle)) return undefined;
+  const dispatch = await nextDispatch(deps.database.db, jobId, { lease: row.lease });
+  if (dispatch === undefined) return undefined;
+  await deps.producer.dispatch({ ...row, dispatches: dispatch });
+  deps.log.info(
+    { jobId, stalls: job.stalledCounter, why: row.progressed ? 'the stalled run committed chunks' : 'the stalled delivery never ran' },
+    'stalled delivery handed back without counting the stall',
+  );
+  return { outcome: 'handed_back', reason: 'stall_without_blame' };
+}
+
 async function onRunError(
   err: unknown,
   job: Job,
@@ -189,6 +224,20 @@ async function onRunError(
   if (err instanceof JobInputError) {
     await end({ status: 'failed', error: info });
     throw new UnrecoverableError(info.message);
+  }
+  if (sqlState(err) === '55P03') {
+    // A lock timeout is contention, not a fault of the job: another transaction holds a lock on
+    // what the chunk writes (a migration, a long report). The chunk rolled back whole; the job
+    // waits it out as a delayed hand-back that uses no attempt, bounded by its maximum run time.
+    // Counted as attempts, a lock held for 60 s failed an import: 5 attempts with 2 s exponential
+    // backoff last about 40 s (fault suite, test/faults/postgres.test.ts).
+    const dispatch = await nextDispatch(deps.database.db, row.id, { lease: row.lease });
+    if (dispatch === undefined) return { outcome: 'fenced' };
+    const backoffMs = jobDefinition(row.type)?.defaults.backoffMs ?? 2_000;
+    const delayMs = Math.round(backoffMs * (0.5 + Math.random()));
+    await deps.producer.dispatch({ ...row, dispatches: dispatch }, { delayMs });
+    log.warn({ jobId: row.id, err: info.message, delayMs }, 'chunk hit a lock timeout; waiting for the lock without using an attempt');
+    return { outcome: 'handed_back', reason: 'lock_wait' };
   }
   const attempts = job.opts.attempts ?? 1;
   const final = job.attemptsMade + 1 >= attempts;

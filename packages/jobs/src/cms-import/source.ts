@@ -1,9 +1,10 @@
+import { isUtf8 } from 'node:buffer';
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { CsvError, parse, type Info } from 'csv-parse';
 import type { CmsField } from '@platform/db';
 import type { BlobStore } from '../blob-store';
 import { JobInputError } from '../errors';
-import { LineTooLongError, readLines } from '../lines';
+import { LineTooLongError, readLines, type Line } from '../lines';
 import { checkCsvHeader, csvRow, ndjsonRow, type ImportRow } from './rows';
 
 /** A place in the file: a byte offset and how many line breaks (`\n`) come before it. */
@@ -42,6 +43,13 @@ export interface SourceOptions {
   maxRecordBytes: number;
 }
 
+/**
+ * A record whose bytes are not valid UTF-8 is an invalid row, named by its line: decoded as it
+ * came, its text was stored with U+FFFD in place of the bad bytes and the import completed
+ * (fault suite, test/faults/hostile-input.test.ts).
+ */
+const NOT_UTF8 = (line: number) => ({ line, field: '', message: 'is not valid UTF-8' });
+
 export function openSource(o: SourceOptions): RowSource {
   return o.format === 'csv' ? new CsvSource(o) : new NdjsonSource(o);
 }
@@ -49,7 +57,7 @@ export function openSource(o: SourceOptions): RowSource {
 class NdjsonSource implements RowSource {
   readonly header = undefined;
   private readonly stream: Readable;
-  private readonly lines: AsyncIterator<{ text: string; end: number }>;
+  private readonly lines: AsyncIterator<Line>;
   private at: Position;
 
   constructor(private readonly o: SourceOptions) {
@@ -64,7 +72,7 @@ class NdjsonSource implements RowSource {
 
   async next(): Promise<SourceRecord | undefined> {
     for (;;) {
-      let r: IteratorResult<{ text: string; end: number }>;
+      let r: IteratorResult<Line>;
       try {
         r = await this.lines.next();
       } catch (err) {
@@ -81,7 +89,9 @@ class NdjsonSource implements RowSource {
       const line = this.at.line + 1;
       this.at = { byte: r.value.end, line };
       if (r.value.text.trim() === '') continue;
-      return { row: ndjsonRow(this.o.fields, line, r.value.text), end: { ...this.at }, bytes: this.at.byte - start };
+      const row = ndjsonRow(this.o.fields, line, r.value.text);
+      if (r.value.invalidUtf8) row.problems.unshift(NOT_UTF8(line));
+      return { row, end: { ...this.at }, bytes: this.at.byte - start };
     }
   }
 
@@ -130,6 +140,21 @@ class LineTracker {
       off -= b.length;
     }
     return line;
+  }
+
+  /** Whether the bytes from the position to `byte` (a record) are valid UTF-8. */
+  isUtf8Until(byte: number): boolean {
+    let need = Math.min(byte, this.fed) - this.pos.byte;
+    const parts: Buffer[] = [];
+    let off = this.pos.byte - this.bufStart;
+    for (const b of this.bufs) {
+      if (need <= 0) break;
+      const piece = b.subarray(off, off + need);
+      parts.push(piece);
+      need -= piece.length;
+      off = 0;
+    }
+    return isUtf8(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
   }
 
   /** Moves to `byte` (never past what was fed), counting the line breaks on the way. */
@@ -185,7 +210,7 @@ class CsvSource implements RowSource {
     this.records = this.parser[Symbol.asyncIterator]();
   }
 
-  private async read(): Promise<{ cells: string[]; line: number; end: Position; bytes: number } | undefined> {
+  private async read(): Promise<{ cells: string[]; line: number; end: Position; bytes: number; utf8: boolean } | undefined> {
     const line = () => this.tracker.nextRecordLine();
     let r: IteratorResult<{ record: string[]; info: Info }>;
     try {
@@ -202,9 +227,11 @@ class CsvSource implements RowSource {
     if (r.done) return undefined;
     const start = this.tracker.position;
     const first = line();
+    // csv-parse decodes invalid UTF-8 as U+FFFD without a word: the record's own bytes tell.
+    const utf8 = this.tracker.isUtf8Until(this.o.from.byte + r.value.info.bytes);
     this.tracker.advance(this.o.from.byte + r.value.info.bytes);
     const end = this.tracker.position;
-    return { cells: r.value.record, line: first, end, bytes: end.byte - start.byte };
+    return { cells: r.value.record, line: first, end, bytes: end.byte - start.byte, utf8 };
   }
 
   get position(): Position {
@@ -223,7 +250,9 @@ class CsvSource implements RowSource {
     }
     const rec = await this.read();
     if (!rec) return undefined;
-    return { row: csvRow(this.o.fields, this.header, rec.line, rec.cells), end: rec.end, bytes: rec.bytes };
+    const row = csvRow(this.o.fields, this.header, rec.line, rec.cells);
+    if (!rec.utf8) row.problems.unshift(NOT_UTF8(rec.line));
+    return { row, end: rec.end, bytes: rec.bytes };
   }
 
   close(): void {

@@ -20,8 +20,30 @@ function checkValue(field: CmsField, value: unknown): string | undefined {
         ? undefined
         : 'must be an ISO-8601 date-time string';
     case 'json':
-      return undefined;
+      return jsonDeeperThan(value, MAX_JSON_DEPTH) ? `is nested deeper than ${MAX_JSON_DEPTH} levels` : undefined;
   }
+}
+
+/**
+ * JSON values may nest this deep. Deeper ones are refused as invalid rows: an import row nested
+ * 100,000 levels failed every chunk write (JSON.stringify overflows the stack past ~5,000 levels,
+ * PostgreSQL's jsonb input past ~50,000) as an `internal` error, retried five times (fault suite,
+ * test/faults/hostile-input.test.ts).
+ */
+export const MAX_JSON_DEPTH = 256;
+
+/** Whether `value` nests objects or arrays more than `max` levels deep (iterative: no recursion). */
+export function jsonDeeperThan(value: unknown, max: number): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (depth > max) return true;
+    for (const child of Object.values(v as object)) {
+      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    }
+  }
+  return false;
 }
 
 /**

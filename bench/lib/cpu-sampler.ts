@@ -1,0 +1,146 @@
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+
+/**
+ * Machine-wide CPU over a window, from /proc/stat (Linux; empty elsewhere): how busy the cores
+ * were, how much the hypervisor took (steal), and the mean number of runnable threads (more than
+ * the cores means requests wait for a CPU). Everything on the machine counts, not only the
+ * platform: on a shared machine that is the point.
+ */
+export interface CpuWindow {
+  busyPct: number;
+  /**
+   * Share of the machine used by processes outside this run (the bench runs as a process-group
+   * leader; the apps, PostgreSQL, Redis are in its group, PostgreSQL's backends are children of its
+   * postmaster): other work on a shared machine, which makes the window's latencies not comparable.
+   */
+  othersPct: number;
+  /** This run's share by part: worker, api, dashboard (by working folder), postgres, redis, bench. */
+  ours: Record<string, number>;
+  stealPct: number;
+  /** Mean of procs_running sampled every 100 ms (the sampler's own thread included). */
+  runnable: number;
+}
+
+function snapshot(): { busy: number; steal: number; total: number } | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number) as number[];
+    const busy = user! + nice! + system! + irq! + softirq!;
+    return { busy, steal: steal!, total: busy + idle! + iowait! + steal! };
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU ticks (user + system) of every process, with its process group. */
+function processTicks(): Map<number, { ppid: number; pgrp: number; ticks: number }> {
+  const out = new Map<number, { ppid: number; pgrp: number; ticks: number }>();
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // Fields after "(comm)": state ppid pgrp … utime(14) stime(15), counted from 1 before comm.
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(pid), { ppid: Number(f[1]), pgrp: Number(f[2]), ticks: Number(f[11]) + Number(f[12]) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+const labels = new Map<number, string>();
+/** What one of this run's processes is: the apps are told apart by their working folder. */
+function labelOf(pid: number): string {
+  let label = labels.get(pid);
+  if (label) return label;
+  label = 'other';
+  try {
+    const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    if (pid === process.pid) label = 'bench';
+    else if (comm.startsWith('postgres')) label = 'postgres';
+    else if (comm.startsWith('redis')) label = 'redis';
+    else {
+      const cwd = readlinkSync(`/proc/${pid}/cwd`);
+      const m = /apps\/(api|worker|dashboard)$/.exec(cwd);
+      label = m ? m[1]! : comm;
+    }
+  } catch {
+    // gone meanwhile
+  }
+  labels.set(pid, label);
+  return label;
+}
+
+function ownGroup(): number | undefined {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+  } catch {
+    return undefined;
+  }
+}
+
+function runnable(): number | undefined {
+  try {
+    const m = /procs_running (\d+)/.exec(readFileSync('/proc/stat', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function startCpuWindow(): { stop(): CpuWindow | undefined } {
+  const first = snapshot();
+  const firstProcs = processTicks();
+  const group = ownGroup();
+  const counts: number[] = [];
+  const timer = setInterval(() => {
+    const n = runnable();
+    if (n !== undefined) counts.push(n);
+  }, 100);
+  timer.unref();
+  return {
+    stop() {
+      clearInterval(timer);
+      const last = snapshot();
+      if (!first || !last || last.total === first.total) return undefined;
+      const total = last.total - first.total;
+      const ours: Record<string, number> = {};
+      const procs = processTicks();
+      // PostgreSQL's children put themselves in groups of their own (setsid): they are this run's
+      // when their parent, the postmaster, is.
+      const isOurs = (p: { ppid: number; pgrp: number }) => p.pgrp === group || procs.get(p.ppid)?.pgrp === group;
+      for (const [pid, p] of procs) {
+        if (group === undefined || !isOurs(p)) continue;
+        const used = Math.max(0, p.ticks - (firstProcs.get(pid)?.ticks ?? 0));
+        if (used > 0) ours[labelOf(pid)] = (ours[labelOf(pid)] ?? 0) + (100 * used) / total;
+      }
+      const busyPct = (100 * (last.busy - first.busy)) / total;
+      // Whatever busy time is not this run's is someone else's (short-lived processes that came and
+      // went inside the window are seen by no snapshot, so they are counted here).
+      const othersPct = Math.max(0, busyPct - Object.values(ours).reduce((a, b) => a + b, 0));
+      return {
+        busyPct,
+        othersPct,
+        ours,
+        stealPct: (100 * (last.steal - first.steal)) / total,
+        runnable: counts.length ? counts.reduce((a, b) => a + b, 0) / counts.length : NaN,
+      };
+    },
+  };
+}
+
+export const describeCpu = (c: CpuWindow | undefined) =>
+  c
+    ? `CPU ${c.busyPct.toFixed(0)}% busy (${Object.entries(c.ours)
+        .filter(([, v]) => v >= 1)
+        .sort((a, b) => b[1] - a[1])
+        .map(([k, v]) => `${k} ${v.toFixed(0)}%`)
+        .join(', ')}, other processes ${c.othersPct.toFixed(0)}%) + ${c.stealPct.toFixed(0)}% steal, ${c.runnable.toFixed(1)} runnable`
+    : 'CPU n/a';
