@@ -5,7 +5,7 @@ import pg from 'pg';
 import { apiRequest } from '../lib/api';
 import { describeCpu, startCpuWindow, type CpuWindow } from '../lib/cpu-sampler';
 import { byteSize, ndjsonFile, postImport } from '../lib/ndjson-import';
-import { openLoop, type OpenLoopResult } from '../lib/open-loop';
+import { openLoop, type LoadKind } from '../lib/open-loop';
 import { BENCH_FIELDS, rowData } from '../lib/rows';
 import { percentile, sleep } from '../lib/stats';
 import type { BenchContext, BenchModule, BenchRow } from '../lib/types';
@@ -17,44 +17,51 @@ const IMPORT_TABLE_SEED = 10_000;
 const INTERVAL_MS = 5;
 /** Every SAVE_EVERY-th request is the editor's save (20/s), the others are reads (180/s). */
 const SAVE_EVERY = 10;
-const IDLE_MS = 10_000;
-/** How long the load runs during a platform job (the job is then cancelled). */
-const PLATFORM_WINDOW_MS = 15_000;
+/** Alternating windows: the work on for WINDOW_MS, off (idle) for WINDOW_MS, CYCLES times. */
+const WINDOW_MS = 4_000;
+const CYCLES = 4;
 /** A status-quo transaction is measured until it commits, at most this long. */
 const STATUS_QUO_MAX_MS = 240_000;
-/** The diagnostic window with the DB-pressure signal held on. */
-const PACED_WINDOW_MS = 10_000;
 const EDITOR_POOL = 4;
 const SAVE_TARGET_MS = 250;
 /** A window where processes outside this run took more of the machine than this is flagged. */
 const NOISE_PCT = 10;
 
-interface Phase {
-  name: string;
+/** What the machine was doing while a request was scheduled. */
+type State = 'idle' | 'on' | 'paced' | 'busy-core' | 'between';
+
+interface Window {
   read: number[];
   save: number[];
-  seconds: number;
   errors: number;
   firstError?: string;
-  cpu: string;
-  cpuOthers?: number;
-  extra: string;
+  seconds: number;
+  cpu?: CpuWindow;
 }
 
 /**
  * Issue 4: what heavy work does to the studio's own interactive traffic on the shared database.
- * An open-loop generator fires one request every 5 ms (200/s): reads of random rows through the
- * API (`GET /v1/cms-tables/:id/rows/:rowId`, over 1,000,000 rows) and, every 10th, an editor
- * saving one row of the very table being written, directly (`UPDATE cms_rows SET draft_data = …
- * WHERE id = …` through its own pool of 4, as the studio does). Latency counts from the scheduled
- * time. Phases: idle; during a 1,000,000-row publish and a 1,000,000-row import through the
- * platform (a 15 s window once chunks are committing, then the job is cancelled); and during the
- * same work done the old way, each in one transaction (`UPDATE cms_rows SET data = draft_data
- * WHERE table_id = …`; one INSERT … SELECT of 1,000,000 rows), measured until it commits.
+ * An open-loop generator fires one request every 5 ms (200/s), whatever the answers do, and takes
+ * each latency from the scheduled time: reads of random rows through the API
+ * (`GET /v1/cms-tables/:id/rows/:rowId`, over 1,000,000 rows) and, every 10th, an editor saving
+ * one row of the very table being written, directly (`UPDATE cms_rows SET draft_data = … WHERE
+ * id = …` through its own pool of 4, as the studio does).
+ *
+ * The platform's work (a 1,000,000-row publish, then a 1,000,000-row NDJSON import) is measured
+ * in alternating windows, so that the background load of a shared machine hits both alike: 4 s
+ * with the job running, then the job is cancelled (it stops at its next chunk boundary) and 4 s
+ * idle, then `POST /v1/jobs/:id/retry` resumes it from its checkpoint, four times; requests
+ * scheduled while the job is stopping or resuming are left out. The publish's cycles add a third
+ * window, a diagnostic: the job running with the API's DB-pressure signal held on, as if it had
+ * fired. A control alternates idle with a bare busy loop on one core (no database work). The
+ * status quo, the same work in one transaction (`UPDATE cms_rows SET data = draft_data WHERE
+ * table_id = …`; one INSERT … SELECT of 1,000,000 rows), cannot be cut into windows: it is measured
+ * from its BEGIN to its COMMIT. Every window reports the machine's CPU and how much of it went to
+ * processes outside this run.
  */
 export const interactiveLatency: BenchModule = {
   name: 'interactive-latency',
-  description: `reads + editor saves at 200 req/s: idle, during a ${ROWS.toLocaleString('en-US')}-row publish/import via the platform vs one transaction`,
+  description: `reads + editor saves at 200 req/s: idle vs during a ${ROWS.toLocaleString('en-US')}-row publish/import via the platform, and in one transaction`,
   async run(ctx) {
     const team = await ctx.newTeam('bench: interactive latency');
     const pubProject = await team.createProject('interactive: published');
@@ -77,12 +84,11 @@ export const interactiveLatency: BenchModule = {
     const editor = new pg.Pool({ connectionString: ctx.databaseUrl, max: EDITOR_POOL, application_name: 'studio-editor' });
     editor.on('error', () => {});
     let saves = 0;
-    const read = (tableRows: string[], tableId: string) => ({
+    const read: LoadKind = {
       name: 'read',
-      fire: () =>
-        getOk(agent, api, `/v1/cms-tables/${tableId}/rows/${tableRows[Math.floor(Math.random() * tableRows.length)]!}`, team.token),
-    });
-    const save = (rows: string[]) => ({
+      fire: () => getOk(agent, api, `/v1/cms-tables/${pubTable}/rows/${pubIds[Math.floor(Math.random() * pubIds.length)]!}`, team.token),
+    };
+    const save = (rows: string[]): LoadKind => ({
       name: 'save',
       fire: async () => {
         const id = rows[Math.floor(Math.random() * rows.length)]!;
@@ -90,114 +96,191 @@ export const interactiveLatency: BenchModule = {
         await editor.query('update cms_rows set draft_data = $1 where id = $2', [JSON.stringify({ ...rowData(n), title: `edited ${n}` }), id]);
       },
     });
-    // Reads always over the 1,000,000-row table; the editor saves rows of the table being written.
-    const load = async (saveRows: string[], until?: Promise<unknown>, maxMs = PLATFORM_WINDOW_MS) => {
-      const r = read(pubIds, pubTable);
-      const s = save(saveRows);
-      const cpu = startCpuWindow();
+
+    /**
+     * Runs the load while `drive` moves the machine between states (it calls `enter`); returns the
+     * latencies and CPU per state. Reads always go over the 1,000,000-row table; the editor saves
+     * `saveRows`, rows of the table being written.
+     */
+    const measure = async (saveRows: string[], drive: (enter: (s: State) => void) => Promise<void>, maxMs = 600_000) => {
+      const windows = new Map<State, Window>();
+      const cpuSum = new Map<State, { weight: number; cpu: CpuWindow[] }>();
+      let state: State = 'between';
+      let since = performance.now();
+      let cpu = startCpuWindow();
+      const enter = (next: State) => {
+        const took = performance.now() - since;
+        const c = cpu.stop();
+        if (c) {
+          const acc = cpuSum.get(state) ?? { weight: 0, cpu: [] };
+          acc.weight += took;
+          acc.cpu.push({ ...c, busyPct: c.busyPct * took, othersPct: c.othersPct * took, stealPct: c.stealPct * took, runnable: c.runnable * took, ours: Object.fromEntries(Object.entries(c.ours).map(([k, v]) => [k, v * took])) });
+          cpuSum.set(state, acc);
+        }
+        const w = windows.get(state) ?? { read: [], save: [], errors: 0, seconds: 0 };
+        w.seconds += took / 1000;
+        windows.set(state, w);
+        state = next;
+        since = performance.now();
+        cpu = startCpuWindow();
+      };
+      const kinds = new Map<State, { read: LoadKind; save: LoadKind }>();
+      const saveKind = save(saveRows);
+      const kindFor = (s: State) => {
+        let k = kinds.get(s);
+        if (!k) kinds.set(s, (k = { read: { ...read, name: `${s}:read` }, save: { ...saveKind, name: `${s}:save` } }));
+        return k;
+      };
+      const driving = drive(enter).finally(() => enter('between'));
+      driving.catch(() => {});
       const res = await openLoop({
         intervalMs: INTERVAL_MS,
-        kindOf: (i) => (i % SAVE_EVERY === SAVE_EVERY - 1 ? s : r),
+        kindOf: (i) => (i % SAVE_EVERY === SAVE_EVERY - 1 ? kindFor(state).save : kindFor(state).read),
         maxDurationMs: maxMs,
-        until,
+        until: driving,
         drainTimeoutMs: 60_000,
         signal: ctx.signal,
       });
-      return { ...res, cpu: cpu.stop() };
+      await driving;
+      for (const [name, k] of Object.entries(res.byKind)) {
+        const [s, kind] = name.split(':') as [State, 'read' | 'save'];
+        const w = windows.get(s) ?? { read: [], save: [], errors: 0, seconds: 0 };
+        w[kind].push(...k.latencies);
+        w.errors += k.errors + k.unanswered;
+        w.firstError ??= k.firstError;
+        windows.set(s, w);
+      }
+      for (const [s, acc] of cpuSum) {
+        const w = windows.get(s)!;
+        const avg = (f: (c: CpuWindow) => number) => acc.cpu.reduce((a, c) => a + f(c), 0) / acc.weight;
+        const labels = new Set(acc.cpu.flatMap((c) => Object.keys(c.ours)));
+        w.cpu = {
+          busyPct: avg((c) => c.busyPct),
+          othersPct: avg((c) => c.othersPct),
+          stealPct: avg((c) => c.stealPct),
+          runnable: avg((c) => (Number.isFinite(c.runnable) ? c.runnable : 0)),
+          ours: Object.fromEntries([...labels].map((l) => [l, avg((c) => c.ours[l] ?? 0)])),
+        };
+      }
+      const lag = res.maxSendLagMs;
+      return { windows, lag };
     };
-    const record = (name: string, res: OpenLoopResult & { cpu: CpuWindow | undefined }, extra = '') => {
-      const rd = res.byKind.read;
-      const sv = res.byKind.save;
-      const errors = (rd?.errors ?? 0) + (sv?.errors ?? 0) + (rd?.unanswered ?? 0) + (sv?.unanswered ?? 0);
-      const p: Phase = {
-        name,
-        read: rd?.latencies ?? [],
-        save: sv?.latencies ?? [],
-        seconds: res.seconds,
-        errors,
-        firstError: rd?.firstError ?? sv?.firstError,
-        cpu: describeCpu(res.cpu),
-        cpuOthers: res.cpu?.othersPct,
-        extra: `${extra}; generator lag up to ${res.maxSendLagMs.toFixed(0)} ms`,
-      };
-      ctx.log(
-        `interactive-latency: ${name}: ${res.seconds.toFixed(1)} s, read p50 ${percentile(p.read, 50).toFixed(1)} p99 ${percentile(p.read, 99).toFixed(1)} ms, ` +
-          `save p50 ${percentile(p.save, 50).toFixed(1)} p99 ${percentile(p.save, 99).toFixed(1)} ms, ${errors} errors${p.firstError ? ` (${p.firstError})` : ''}; ${p.cpu}${p.extra}`,
-      );
-      return p;
+    const log = (what: string, m: Awaited<ReturnType<typeof measure>>, extra = '') => {
+      for (const [s, w] of m.windows) {
+        if (s === 'between') continue;
+        ctx.log(
+          `interactive-latency: ${what} / ${s}: ${w.seconds.toFixed(1)} s, read p50 ${percentile(w.read, 50).toFixed(1)} p99 ${percentile(w.read, 99).toFixed(1)} ms, ` +
+            `save p50 ${percentile(w.save, 50).toFixed(1)} p99 ${percentile(w.save, 99).toFixed(1)} ms, ${w.errors} errors${w.firstError ? ` (${w.firstError})` : ''}; ${describeCpu(w.cpu)}`,
+        );
+      }
+      ctx.log(`interactive-latency: ${what}: generator lag up to ${m.lag.toFixed(0)} ms${extra}`);
     };
-    const progressOf = async (jobId: string) =>
-      (await ctx.pg.query<{ done: number }>('select progress_done::int as done from jobs where id = $1', [jobId])).rows[0]!.done;
+
+    const pressureKey = `${ctx.queuePrefix}:db-pressure`;
+    let holdPressure: NodeJS.Timeout | undefined;
+    const pressure = async (on: boolean) => {
+      clearInterval(holdPressure);
+      holdPressure = undefined;
+      if (on) {
+        await ctx.redis.set(pressureKey, '1', 'PX', 2_000);
+        holdPressure = setInterval(() => void ctx.redis.set(pressureKey, '1', 'PX', 2_000).catch(() => {}), 500);
+      } else await ctx.redis.del(pressureKey);
+    };
+
+    /** Alternates the job running (and, with `paced`, running under held pressure) with idle. */
+    const cycleJob = (jobId: string, paced: boolean, rates: Record<string, { rows: number; ms: number }>) => async (enter: (s: State) => void) => {
+      await untilWriting(ctx, jobId, 0);
+      for (let c = 0; c < CYCLES; c++) {
+        const windowsOn: [State, boolean][] = paced ? [['on', false], ['paced', true]] : [['on', false]];
+        for (const [s, p] of windowsOn) {
+          if (p) {
+            await pressure(true);
+            await sleep(500, ctx.signal); // the worker reads the signal at most every 250 ms
+          }
+          const from = await progressOf(ctx, jobId);
+          const at = performance.now();
+          enter(s);
+          // Watched, so that a job that ends inside a window (the publish can finish before the
+          // last cycle) ends the measurement there instead of counting idle time as work.
+          const ended = await runsFor(ctx, jobId, WINDOW_MS);
+          enter('between');
+          const r = (rates[s] ??= { rows: 0, ms: 0 });
+          r.rows += (await progressOf(ctx, jobId)) - from;
+          r.ms += performance.now() - at;
+          if (p) await pressure(false);
+          if (ended) {
+            ctx.log(`interactive-latency: job ${jobId} ended during cycle ${c + 1} of ${CYCLES}; the measurement stops there`);
+            return;
+          }
+        }
+        await stopJob(ctx, team.token, jobId);
+        enter('idle');
+        await sleep(WINDOW_MS, ctx.signal);
+        enter('between');
+        if (c < CYCLES - 1) {
+          const chunks = await chunkCount(ctx, jobId);
+          await apiRequest(ctx.apiUrl, team.token, 'POST', `/v1/jobs/${jobId}/retry`, undefined, { expect: [202] });
+          await untilWriting(ctx, jobId, chunks);
+        }
+      }
+    };
 
     try {
       // Warm-up (connections, caches), not counted.
-      await load(pubIds, undefined, 2_000);
+      await measure(pubIds, async () => sleep(2_000, ctx.signal));
 
-      // --- idle ---------------------------------------------------------------------------------
-      const idle = record('idle', await load(pubIds, undefined, IDLE_MS));
-
-      // --- the platform: a 1,000,000-row publish --------------------------------------------------
+      // --- the platform: a 1,000,000-row publish, alternating with idle and with held pressure ----
       const publish = await team.request<{ id: string }>('POST', `/v1/projects/${pubProject.id}/publishes`, {}, [202]);
-      await untilWriting(ctx, publish.body.id);
-      const pubFrom = await progressOf(publish.body.id);
-      const pubRun = await load(pubIds);
-      const pubTo = await progressOf(publish.body.id);
-      // Diagnostic: the same job with the API's DB-pressure signal held on, as if it had fired
-      // (the worker halves its chunks and pauses WORKER_PRESSURE_PAUSE_MS before each).
-      const pressureKey = `${ctx.queuePrefix}:db-pressure`;
-      const holdPressure = setInterval(() => void ctx.redis.set(pressureKey, '1', 'PX', 2_000).catch(() => {}), 500);
-      await ctx.redis.set(pressureKey, '1', 'PX', 2_000);
-      await sleep(1_000, ctx.signal);
-      let pacedRun: Awaited<ReturnType<typeof load>>;
-      let pacedFrom: number;
-      let pacedTo: number;
+      const pubRates: Record<string, { rows: number; ms: number }> = {};
+      let pub: Awaited<ReturnType<typeof measure>>;
       try {
-        pacedFrom = await progressOf(publish.body.id);
-        pacedRun = await load(pubIds, undefined, PACED_WINDOW_MS);
-        pacedTo = await progressOf(publish.body.id);
+        pub = await measure(pubIds, cycleJob(publish.body.id, true, pubRates));
       } finally {
-        clearInterval(holdPressure);
-        await ctx.redis.del(pressureKey);
+        await pressure(false);
       }
-      const pubJob = await stopJob(ctx, team.token, publish.body.id);
-      const pubRate = (pubTo - pubFrom) / pubRun.seconds;
-      const pacedRate = (pacedTo - pacedFrom) / pacedRun.seconds;
-      const platformPublish = record('platform publish', pubRun, `; ${Math.round(pubRate).toLocaleString('en-US')} rows/s${pubJob}`);
-      const paced = record('platform publish, pressure held', pacedRun, `; ${Math.round(pacedRate).toLocaleString('en-US')} rows/s`);
+      const pubJob = await jobSummary(ctx, publish.body.id);
+      log('publish', pub, `; ${pubJob}`);
 
-      // --- idle again (after a VACUUM of what the publish left), then the control ---------------------
-      // The background load of a shared machine drifts: each platform phase is compared with the
-      // idle window measured just before it.
-      await ctx.pg.query('vacuum cms_rows');
-      const idle2 = record('idle (before the import)', await load(impIds, undefined, IDLE_MS));
-      // Control, no database work: one core kept busy by a bare loop.
-      const hog = spawn(process.execPath, ['-e', `const end = Date.now() + ${IDLE_MS + 2_000}; while (Date.now() < end) {}`], { stdio: 'ignore' });
-      let busyCore: Phase;
+      // --- control: a bare busy loop on one core, alternating with idle ---------------------------
+      const hog = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+      let control: Awaited<ReturnType<typeof measure>>;
       try {
-        busyCore = record('one busy core', await load(impIds, undefined, IDLE_MS));
+        hog.kill('SIGSTOP');
+        control = await measure(impIds, async (enter) => {
+          for (let c = 0; c < CYCLES; c++) {
+            hog.kill('SIGCONT');
+            enter('busy-core');
+            await sleep(WINDOW_MS, ctx.signal);
+            hog.kill('SIGSTOP');
+            enter('idle');
+            await sleep(WINDOW_MS, ctx.signal);
+          }
+        });
       } finally {
         hog.kill('SIGKILL');
       }
+      log('control', control);
 
-      // --- the platform: a 1,000,000-row import ---------------------------------------------------
+      // --- the platform: a 1,000,000-row import, alternating with idle -----------------------------
       const file = ndjsonFile('i', ROWS);
       ctx.log(`interactive-latency: uploading a ${(byteSize(file) / 1024 / 1024).toFixed(0)} MiB NDJSON import`);
       // onError=skip: the import writes from its first chunk (abort would first read the whole file
       // in a validate pass that writes only identifier claims).
       const imp = await postImport(ctx.apiUrl, team.token, impTable, file, { onError: 'skip' }, ctx.signal);
       file.length = 0;
-      await untilWriting(ctx, imp.id);
-      const impFrom = await progressOf(imp.id);
-      const impRun = await load(impIds);
-      const impTo = await progressOf(imp.id);
-      const impJob = await stopJob(ctx, team.token, imp.id);
-      const platformImport = record('platform import', impRun, `; ${Math.round((impTo - impFrom) / impRun.seconds).toLocaleString('en-US')} rows/s${impJob}`);
+      const impRates: Record<string, { rows: number; ms: number }> = {};
+      const impRun = await measure(impIds, cycleJob(imp.id, false, impRates));
+      const impJob = await jobSummary(ctx, imp.id);
+      log('import', impRun, `; ${impJob}`);
 
       // --- the status quo: the same work in one transaction each -----------------------------------
       const sqPublish = statusQuo(ctx, 'update cms_rows set data = draft_data where table_id = $1', [pubTable]);
-      const sqPubRun = await load(pubIds, sqPublish.done, STATUS_QUO_MAX_MS);
+      const sqPub = await measure(pubIds, async (enter) => {
+        enter('on');
+        await sqPublish.done;
+      });
       const sqPubS = await sqPublish.done;
-      const statusQuoPublish = record('status-quo publish', sqPubRun, `; one UPDATE of ${ROWS.toLocaleString('en-US')} rows, ${sqPubS.toFixed(1)} s to commit`);
+      log('status-quo publish', sqPub, `; one UPDATE of ${ROWS.toLocaleString('en-US')} rows, ${sqPubS.toFixed(1)} s to commit`);
 
       // Time-ordered ids, as the platform's uuidv7 are (random ones would make the index work harder).
       const sqImport = statusQuo(
@@ -207,12 +290,28 @@ export const interactiveLatency: BenchModule = {
          from generate_series(1, ${ROWS}) g`,
         [impTable, team.teamId, idPrefix()],
       );
-      const sqImpRun = await load(impIds, sqImport.done, STATUS_QUO_MAX_MS);
+      const sqImp = await measure(impIds, async (enter) => {
+        enter('on');
+        await sqImport.done;
+      });
       const sqImpS = await sqImport.done;
-      const statusQuoImport = record('status-quo import', sqImpRun, `; one INSERT … SELECT of ${ROWS.toLocaleString('en-US')} rows, ${sqImpS.toFixed(1)} s to commit`);
+      log('status-quo import', sqImp, `; one INSERT … SELECT of ${ROWS.toLocaleString('en-US')} rows, ${sqImpS.toFixed(1)} s to commit`);
 
-      return rows({ idle, idle2, busyCore, paced }, platformPublish, platformImport, statusQuoPublish, statusQuoImport);
+      const rate = (r: { rows: number; ms: number } | undefined) => (r && r.ms > 0 ? Math.round((r.rows * 1000) / r.ms) : 0);
+      return rows({
+        pub: pub.windows,
+        pubText: `publish ${rate(pubRates.on).toLocaleString('en-US')} rows/s while on (${rate(pubRates.paced).toLocaleString('en-US')} under held pressure); ${pubJob}`,
+        control: control.windows,
+        imp: impRun.windows,
+        impText: `import ${rate(impRates.on).toLocaleString('en-US')} rows/s while on; ${impJob}`,
+        sqPub: sqPub.windows.get('on')!,
+        sqPubText: `one UPDATE of ${ROWS.toLocaleString('en-US')} rows, ${sqPubS.toFixed(1)} s from BEGIN to COMMIT`,
+        sqImp: sqImp.windows.get('on')!,
+        sqImpText: `one INSERT … SELECT of ${ROWS.toLocaleString('en-US')} rows, ${sqImpS.toFixed(1)} s from BEGIN to COMMIT`,
+        lag: Math.max(pub.lag, control.lag, impRun.lag, sqPub.lag, sqImp.lag),
+      });
     } finally {
+      clearInterval(holdPressure);
       agent.destroy();
       await editor.end().catch(() => {});
     }
@@ -260,25 +359,47 @@ function getOk(agent: http.Agent, api: URL, path: string, token: string): Promis
   });
 }
 
-/** Waits until the job has committed a chunk that wrote rows (past its set-up). */
-async function untilWriting(ctx: BenchContext, jobId: string): Promise<void> {
+async function progressOf(ctx: BenchContext, jobId: string): Promise<number> {
+  return (await ctx.pg.query<{ done: number }>('select progress_done::int as done from jobs where id = $1', [jobId])).rows[0]!.done;
+}
+
+async function chunkCount(ctx: BenchContext, jobId: string): Promise<number> {
+  return (await ctx.pg.query<{ n: number }>('select count(*)::int as n from job_chunks where job_id = $1 and rows > 0', [jobId])).rows[0]!.n;
+}
+
+/** Waits until the job has committed more than `after` chunks that wrote rows (past its set-up). */
+async function untilWriting(ctx: BenchContext, jobId: string, after: number): Promise<void> {
   const deadline = Date.now() + 120_000;
   for (;;) {
     const r = await ctx.pg.query<{ n: number; status: string }>(
       `select (select count(*)::int from job_chunks where job_id = $1 and rows > 0) as n, (select status::text from jobs where id = $1) as status`,
       [jobId],
     );
-    if (r.rows[0]!.n > 0) return;
+    if (r.rows[0]!.n > after) return;
     if (!['queued', 'active'].includes(r.rows[0]!.status)) throw new Error(`job ${jobId} ended ${r.rows[0]!.status} before writing`);
     if (Date.now() > deadline) throw new Error(`job ${jobId} wrote nothing within 120 s`);
-    await sleep(100, ctx.signal);
+    await sleep(25, ctx.signal);
   }
 }
 
-/** Cancels the job (the window is over), waits for it to end, and says how far it got. */
-async function stopJob(ctx: BenchContext, token: string, jobId: string): Promise<string> {
+/** Waits `ms` while the job runs; true when it ended (completed, failed, cancelled) meanwhile. */
+async function runsFor(ctx: BenchContext, jobId: string, ms: number): Promise<boolean> {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    const r = await ctx.pg.query<{ status: string }>('select status::text from jobs where id = $1', [jobId]);
+    if (!['queued', 'active'].includes(r.rows[0]!.status)) return true;
+    await sleep(Math.min(100, Math.max(0, end - performance.now())), ctx.signal);
+  }
+  return false;
+}
+
+/** Cancels the job (it stops at its next chunk boundary) and waits until it has. */
+async function stopJob(ctx: BenchContext, token: string, jobId: string): Promise<void> {
   await apiRequest(ctx.apiUrl, token, 'POST', `/v1/jobs/${jobId}/cancel`, undefined, { expect: [202, 409] });
-  await ctx.waitJobsEnded([jobId], { timeoutMs: 120_000, intervalMs: 100 });
+  await ctx.waitJobsEnded([jobId], { timeoutMs: 120_000, intervalMs: 25 });
+}
+
+async function jobSummary(ctx: BenchContext, jobId: string): Promise<string> {
   const r = await ctx.pg.query<{ status: string; done: number; chunks: number; max_ms: number; p50_ms: number; rows_p50: number }>(
     `select j.status::text, j.progress_done::int as done,
             count(c.*)::int as chunks, max(c.duration_ms)::int as max_ms,
@@ -288,7 +409,7 @@ async function stopJob(ctx: BenchContext, token: string, jobId: string): Promise
     [jobId],
   );
   const x = r.rows[0]!;
-  return `; job ${x.status} at ${x.done.toLocaleString('en-US')} rows, ${x.chunks} chunks (median ${x.rows_p50} rows, ${x.p50_ms} ms; longest ${x.max_ms} ms)`;
+  return `job ${x.status} at ${x.done.toLocaleString('en-US')} rows, ${x.chunks} chunks (median ${x.rows_p50} rows, ${x.p50_ms} ms; longest ${x.max_ms} ms)`;
 }
 
 /** Runs one statement in its own transaction on a connection of the bench pool; resolves with its seconds. */
@@ -314,65 +435,82 @@ function statusQuo(ctx: BenchContext, text: string, values: unknown[]): { done: 
   return { done };
 }
 
-function rows(
-  { idle, idle2, busyCore, paced }: { idle: Phase; idle2: Phase; busyCore: Phase; paced: Phase },
-  pub: Phase,
-  imp: Phase,
-  sqPub: Phase,
-  sqImp: Phase,
-): BenchRow[] {
+function rows(m: {
+  pub: Map<State, Window>;
+  pubText: string;
+  control: Map<State, Window>;
+  imp: Map<State, Window>;
+  impText: string;
+  sqPub: Window;
+  sqPubText: string;
+  sqImp: Window;
+  sqImpText: string;
+  lag: number;
+}): BenchRow[] {
   const p = (xs: number[], q: number) => percentile(xs, q);
   const fmt = (v: number) => `${v.toFixed(v >= 100 ? 0 : 1)} ms`;
-  const limitOf = (ref: Phase) => Math.max(1.5 * p(ref.read, 99), p(ref.read, 99) + 20);
+  const get = (w: Map<State, Window>, s: State) => w.get(s) ?? { read: [], save: [], errors: 0, seconds: 0 };
+  const limitOf = (idle: Window) => Math.max(1.5 * p(idle.read, 99), p(idle.read, 99) + 20);
   const verdict = (v: number, limit: number) => `target ≤ ${fmt(limit)}: ${v <= limit ? 'met' : 'MISSED'}`;
-  const counts = (ph: Phase) =>
-    `${ph.read.length} reads + ${ph.save.length} saves in ${ph.seconds.toFixed(1)} s${ph.errors ? `, ${ph.errors} errors (${ph.firstError})` : ''}; ${ph.cpu}`;
-  const quiet = (ph: Phase) =>
-    ph.cpuOthers !== undefined && ph.cpuOthers > NOISE_PCT ? ` (NOT QUIET: processes outside this run used ${ph.cpuOthers.toFixed(0)}% of the machine)` : '';
-  const noisy = [idle, idle2, busyCore, paced, pub, imp, sqPub, sqImp].filter((ph) => (ph.cpuOthers ?? 0) > NOISE_PCT).map((ph) => ph.name);
-  const vsIdle = (ph: Phase, ref: Phase, what: string, extra = ''): BenchRow => ({
-    bench: `interactive read p99 · ${what}`,
-    platform: { value: p(ph.read, 99), unit: 'ms' },
-    baseline: { value: p(ref.read, 99), unit: 'ms' },
+  const cpu = (w: Window) =>
+    `${describeCpu(w.cpu)}${w.cpu && w.cpu.othersPct > NOISE_PCT ? ' NOT QUIET: other processes took the machine' : ''}`;
+  const counts = (w: Window) => `${w.read.length} reads + ${w.save.length} saves in ${w.seconds.toFixed(1)} s${w.errors ? `, ${w.errors} errors (${w.firstError})` : ''}`;
+  const idlePub = get(m.pub, 'idle');
+  const idleCtl = get(m.control, 'idle');
+  const idleImp = get(m.imp, 'idle');
+  const on = get(m.pub, 'on');
+  const paced = get(m.pub, 'paced');
+  const busy = get(m.control, 'busy-core');
+  const impOn = get(m.imp, 'on');
+  const readRow = (bench: string, w: Window, idle: Window, note: string): BenchRow => ({
+    bench,
+    platform: { value: p(w.read, 99), unit: 'ms' },
+    baseline: { value: p(idle.read, 99), unit: 'ms' },
     better: 'lower',
-    note: `${quiet(ph) ? `${quiet(ph).trim()}; ` : ''}vs the idle window just before (${ref.name}${quiet(ref)}); ${verdict(p(ph.read, 99), limitOf(ref))}; p50 ${fmt(p(ph.read, 50))} (idle ${fmt(p(ref.read, 50))}); ${extra}${counts(ph)}${ph.extra}`,
+    note:
+      `vs the idle windows between (p50 ${fmt(p(w.read, 50))} vs ${fmt(p(idle.read, 50))}); ${verdict(p(w.read, 99), limitOf(idle))}; ${note}` +
+      `${counts(w)}, ${cpu(w)}; idle: ${counts(idle)}, ${cpu(idle)}`,
   });
-  const out: BenchRow[] = [
+  return [
     {
       bench: 'interactive read p50 idle',
-      platform: { value: p(idle.read, 50), unit: 'ms' },
+      platform: { value: p(idlePub.read, 50), unit: 'ms' },
       baseline: null,
       better: 'lower',
       note:
-        `nothing running on the platform${quiet(idle)}: read p99 ${fmt(p(idle.read, 99))}, save p50 ${fmt(p(idle.save, 50))} p99 ${fmt(p(idle.save, 99))}; ${counts(idle)}${idle.extra}; ` +
-        `second idle window (before the import)${quiet(idle2)}: read p50 ${fmt(p(idle2.read, 50))} p99 ${fmt(p(idle2.read, 99))}; ` +
-        `${noisy.length ? `machine shared during: ${noisy.join(', ')} (over ${NOISE_PCT}% of its CPU went to other processes: compare those figures with care); ` : 'no other process took more than ' + NOISE_PCT + '% of the CPU in any window; '}` +
-        `open loop, one request every ${INTERVAL_MS} ms (reads of random rows of ${ROWS.toLocaleString('en-US')} through the API; every ${SAVE_EVERY}th an editor save), latency from the scheduled time`,
+        `the publish's idle windows: read p99 ${fmt(p(idlePub.read, 99))}, save p50 ${fmt(p(idlePub.save, 50))} p99 ${fmt(p(idlePub.save, 99))}; ` +
+        `the import's: read p50 ${fmt(p(idleImp.read, 50))} p99 ${fmt(p(idleImp.read, 99))}; ` +
+        `open loop, one request every ${INTERVAL_MS} ms (reads of random rows of ${ROWS.toLocaleString('en-US')} through the API, every ${SAVE_EVERY}th an editor save), ` +
+        `latency from the scheduled time, generator lag up to ${m.lag.toFixed(0)} ms; ${CYCLES} × ${WINDOW_MS / 1000} s windows of each state`,
     },
-    vsIdle(pub, idle, 'publish', `the status quo (one UPDATE): p50 ${fmt(p(sqPub.read, 50))} p99 ${fmt(p(sqPub.read, 99))} (${sqPub.cpu}); `),
+    readRow('interactive read p99 · one busy core', busy, idleCtl, 'control: a bare busy loop on one core, no database work; '),
+    readRow('interactive read p99 · publish', on, idlePub, `${m.pubText}; the status quo (one UPDATE): p50 ${fmt(p(m.sqPub.read, 50))} p99 ${fmt(p(m.sqPub.read, 99))}; `),
+    readRow(
+      'interactive read p99 · publish, paced',
+      paced,
+      idlePub,
+      `diagnostic: the same publish with the API's DB-pressure signal held on, as if it had fired (halved chunks, a WORKER_PRESSURE_PAUSE_MS pause before each); `,
+    ),
     {
       bench: 'editor save p99 · publish',
-      platform: { value: p(pub.save, 99), unit: 'ms' },
-      baseline: { value: p(sqPub.save, 99), unit: 'ms' },
+      platform: { value: p(on.save, 99), unit: 'ms' },
+      baseline: { value: p(m.sqPub.save, 99), unit: 'ms' },
       better: 'lower',
       note:
-        `saves of random rows of the table being published: through the platform vs the same publish in one transaction; ${verdict(p(pub.save, 99), SAVE_TARGET_MS)}; ` +
-        `p50 ${fmt(p(pub.save, 50))} vs ${fmt(p(sqPub.save, 50))}, max ${fmt(Math.max(...pub.save))} vs ${fmt(Math.max(...sqPub.save))} (idle p99 ${fmt(p(idle.save, 99))}); ` +
-        `status quo: ${counts(sqPub)}${sqPub.extra}`,
+        `saves of random rows of the table being published, through the platform vs one transaction; ${verdict(p(on.save, 99), SAVE_TARGET_MS)}; ` +
+        `p50 ${fmt(p(on.save, 50))} vs ${fmt(p(m.sqPub.save, 50))}, max ${fmt(Math.max(...on.save))} vs ${fmt(Math.max(...m.sqPub.save))} (idle p99 ${fmt(p(idlePub.save, 99))}); ` +
+        `status quo: ${m.sqPubText}; ${counts(m.sqPub)}, ${cpu(m.sqPub)}`,
     },
-    vsIdle(paced, idle, 'publish, pressure held', `diagnostic: the same publish with the API's DB-pressure signal held on, as if it had fired (halved chunks, a pause before each); save p99 ${fmt(p(paced.save, 99))}; `),
-    vsIdle(busyCore, idle2, 'one busy core', 'control, no database work: a bare busy loop on one core; '),
-    vsIdle(imp, idle2, 'import', `the status quo (one INSERT … SELECT): p50 ${fmt(p(sqImp.read, 50))} p99 ${fmt(p(sqImp.read, 99))} (${sqImp.cpu}); `),
+    readRow('interactive read p99 · import', impOn, idleImp, `${m.impText}; the status quo (one INSERT … SELECT): p50 ${fmt(p(m.sqImp.read, 50))} p99 ${fmt(p(m.sqImp.read, 99))}; `),
     {
       bench: 'editor save p99 · import',
-      platform: { value: p(imp.save, 99), unit: 'ms' },
-      baseline: { value: p(sqImp.save, 99), unit: 'ms' },
+      platform: { value: p(impOn.save, 99), unit: 'ms' },
+      baseline: { value: p(m.sqImp.save, 99), unit: 'ms' },
       better: 'lower',
       note:
-        `saves of random existing rows of the table being imported into: through the platform vs one INSERT … SELECT transaction; ${verdict(p(imp.save, 99), SAVE_TARGET_MS)}; ` +
-        `p50 ${fmt(p(imp.save, 50))} vs ${fmt(p(sqImp.save, 50))}, max ${fmt(Math.max(...imp.save))} vs ${fmt(Math.max(...sqImp.save))} (idle p99 ${fmt(p(idle2.save, 99))}); ` +
-        `status quo: ${counts(sqImp)}${sqImp.extra}`,
+        `saves of random existing rows of the table being imported into, through the platform vs one transaction; ${verdict(p(impOn.save, 99), SAVE_TARGET_MS)}; ` +
+        `p50 ${fmt(p(impOn.save, 50))} vs ${fmt(p(m.sqImp.save, 50))}, max ${fmt(Math.max(...impOn.save))} vs ${fmt(Math.max(...m.sqImp.save))} (idle p99 ${fmt(p(idleImp.save, 99))}); ` +
+        `status quo: ${m.sqImpText}; ${counts(m.sqImp)}, ${cpu(m.sqImp)}`,
     },
   ];
-  return out;
 }
