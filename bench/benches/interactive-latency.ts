@@ -27,6 +27,14 @@ const SAVE_TARGET_MS = 250;
 /** A window where processes outside this run took more of the machine than this is flagged. */
 const NOISE_PCT = 10;
 
+/** A job's progress while in one state, and how often the API's pressure signal was up. */
+interface Rate {
+  rows: number;
+  ms: number;
+  signal: number;
+  samples: number;
+}
+
 /** What the machine was doing while a request was scheduled. */
 type State = 'idle' | 'on' | 'paced' | 'busy-core' | 'between';
 
@@ -188,7 +196,7 @@ export const interactiveLatency: BenchModule = {
     };
 
     /** Alternates the job running (and, with `paced`, running under held pressure) with idle. */
-    const cycleJob = (jobId: string, paced: boolean, rates: Record<string, { rows: number; ms: number }>) => async (enter: (s: State) => void) => {
+    const cycleJob = (jobId: string, paced: boolean, rates: Record<string, Rate>) => async (enter: (s: State) => void) => {
       await untilWriting(ctx, jobId, 0);
       for (let c = 0; c < CYCLES; c++) {
         const windowsOn: [State, boolean][] = paced ? [['on', false], ['paced', true]] : [['on', false]];
@@ -202,11 +210,16 @@ export const interactiveLatency: BenchModule = {
           enter(s);
           // Watched, so that a job that ends inside a window (the publish can finish before the
           // last cycle) ends the measurement there instead of counting idle time as work.
-          const ended = await runsFor(ctx, jobId, WINDOW_MS);
+          // Outside the held-pressure windows, is the API's own pressure signal up (it would pace the job)?
+          const r0 = (rates[s] ??= { rows: 0, ms: 0, signal: 0, samples: 0 });
+          const ended = await runsFor(ctx, jobId, WINDOW_MS, async () => {
+            if (p) return;
+            r0.samples++;
+            if (await ctx.redis.exists(pressureKey)) r0.signal++;
+          });
           enter('between');
-          const r = (rates[s] ??= { rows: 0, ms: 0 });
-          r.rows += (await progressOf(ctx, jobId)) - from;
-          r.ms += performance.now() - at;
+          r0.rows += (await progressOf(ctx, jobId)) - from;
+          r0.ms += performance.now() - at;
           if (p) await pressure(false);
           if (ended) {
             ctx.log(`interactive-latency: job ${jobId} ended during cycle ${c + 1} of ${CYCLES}; the measurement stops there`);
@@ -231,7 +244,7 @@ export const interactiveLatency: BenchModule = {
 
       // --- the platform: a 1,000,000-row publish, alternating with idle and with held pressure ----
       const publish = await team.request<{ id: string }>('POST', `/v1/projects/${pubProject.id}/publishes`, {}, [202]);
-      const pubRates: Record<string, { rows: number; ms: number }> = {};
+      const pubRates: Record<string, Rate> = {};
       let pub: Awaited<ReturnType<typeof measure>>;
       try {
         pub = await measure(pubIds, cycleJob(publish.body.id, true, pubRates));
@@ -268,7 +281,7 @@ export const interactiveLatency: BenchModule = {
       // in a validate pass that writes only identifier claims).
       const imp = await postImport(ctx.apiUrl, team.token, impTable, file, { onError: 'skip' }, ctx.signal);
       file.length = 0;
-      const impRates: Record<string, { rows: number; ms: number }> = {};
+      const impRates: Record<string, Rate> = {};
       const impRun = await measure(impIds, cycleJob(imp.id, false, impRates));
       const impJob = await jobSummary(ctx, imp.id);
       log('import', impRun, `; ${impJob}`);
@@ -297,13 +310,14 @@ export const interactiveLatency: BenchModule = {
       const sqImpS = await sqImport.done;
       log('status-quo import', sqImp, `; one INSERT … SELECT of ${ROWS.toLocaleString('en-US')} rows, ${sqImpS.toFixed(1)} s to commit`);
 
-      const rate = (r: { rows: number; ms: number } | undefined) => (r && r.ms > 0 ? Math.round((r.rows * 1000) / r.ms) : 0);
+      const rate = (r: Rate | undefined) => (r && r.ms > 0 ? Math.round((r.rows * 1000) / r.ms) : 0);
+      const signal = (r: Rate | undefined) => `the API's pressure signal was up in ${r?.signal ?? 0} of ${r?.samples ?? 0} samples (every 100 ms) while on`;
       return rows({
         pub: pub.windows,
-        pubText: `publish ${rate(pubRates.on).toLocaleString('en-US')} rows/s while on (${rate(pubRates.paced).toLocaleString('en-US')} under held pressure); ${pubJob}`,
+        pubText: `publish ${rate(pubRates.on).toLocaleString('en-US')} rows/s while on (${rate(pubRates.paced).toLocaleString('en-US')} under held pressure); ${signal(pubRates.on)}; ${pubJob}`,
         control: control.windows,
         imp: impRun.windows,
-        impText: `import ${rate(impRates.on).toLocaleString('en-US')} rows/s while on; ${impJob}`,
+        impText: `import ${rate(impRates.on).toLocaleString('en-US')} rows/s while on; ${signal(impRates.on)}; ${impJob}`,
         sqPub: sqPub.windows.get('on')!,
         sqPubText: `one UPDATE of ${ROWS.toLocaleString('en-US')} rows, ${sqPubS.toFixed(1)} s from BEGIN to COMMIT`,
         sqImp: sqImp.windows.get('on')!,
@@ -383,9 +397,10 @@ async function untilWriting(ctx: BenchContext, jobId: string, after: number): Pr
 }
 
 /** Waits `ms` while the job runs; true when it ended (completed, failed, cancelled) meanwhile. */
-async function runsFor(ctx: BenchContext, jobId: string, ms: number): Promise<boolean> {
+async function runsFor(ctx: BenchContext, jobId: string, ms: number, tick?: () => Promise<void>): Promise<boolean> {
   const end = performance.now() + ms;
   while (performance.now() < end) {
+    await tick?.();
     const r = await ctx.pg.query<{ status: string }>('select status::text from jobs where id = $1', [jobId]);
     if (!['queued', 'active'].includes(r.rows[0]!.status)) return true;
     await sleep(Math.min(100, Math.max(0, end - performance.now())), ctx.signal);

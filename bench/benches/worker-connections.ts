@@ -47,6 +47,7 @@ export const workerConnections: BenchModule = {
     let second: WorkerProcess | undefined;
     const own = new pg.Pool({ connectionString: databaseUrl, max: 2, application_name: 'bench' });
     own.on('error', () => {});
+    let stopSampler = () => {};
     try {
       ctx.log(`worker-connections: a platform with WORKER_DB_BUDGET=${BUDGET} in database ${dbName}, and a second worker`);
       const env: Record<string, string> = { WORKER_DB_BUDGET: String(BUDGET) };
@@ -62,26 +63,6 @@ export const workerConnections: BenchModule = {
       const plat = extra.platform;
       second = await startWorkerProcess(workerEnv());
       const shares = await ctx.redis.hgetall(`${extra.queuePrefix}:db-budget:holders`);
-
-      // --- the mix -------------------------------------------------------------------------------
-      const file = ndjsonFile('c', IMPORT_ROWS);
-      const jobs: { id: string; token: string }[] = [];
-      const teams: { team: TeamClient; projectId: string }[] = [];
-      for (let t = 0; t < TEAMS; t++) {
-        const created = await apiRequest(plat.apiUrl, plat.adminToken, 'POST', '/v1/admin/teams', { name: `bench: connections ${t}` }, { expect: [201] });
-        const team = new TeamClient(plat.apiUrl, created.body.id, created.body.token, ctx.signal);
-        const project = await team.createProject('connections');
-        teams.push({ team, projectId: project.id });
-        for (let i = 0; i < IMPORTS_PER_TEAM; i++) {
-          const table = await team.createTable(project.id, `import ${i}`, BENCH_FIELDS);
-          jobs.push({ id: (await postImport(plat.apiUrl, team.token, table.id, file, {}, ctx.signal)).id, token: team.token });
-        }
-        for (let i = 0; i < BULK_WRITES_PER_TEAM; i++) {
-          const table = await team.createTable(project.id, `bulk ${i}`, BENCH_FIELDS);
-          jobs.push({ id: (await team.bulkWrite(table.id, { operations: insertOps(`w${t}-${i}`, BULK_OPERATIONS) })).id, token: team.token });
-        }
-      }
-      const ids = jobs.map((j) => j.id);
 
       // --- sampling --------------------------------------------------------------------------------
       let max = 0;
@@ -125,22 +106,57 @@ export const workerConnections: BenchModule = {
         maxActive = Math.max(maxActive, active);
         if (n > BUDGET) over++;
       };
-      const openJobs = async () =>
-        (await own.query<{ n: number }>(`select count(*)::int as n from jobs where id = any($1::uuid[]) and status in ('queued', 'active')`, [ids])).rows[0]!.n;
+      // Sampled from before the first job is posted until the last one ended.
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          const tick = performance.now();
+          await sampleOnce();
+          await sleep(Math.max(0, SAMPLE_MS - (performance.now() - tick)), ctx.signal);
+        }
+      })();
+      sampler.catch(() => {});
+      stopSampler = () => (sampling = false);
+      const stopSampling = async () => {
+        sampling = false;
+        await sampler;
+      };
       const cpu = startCpuWindow();
       const t0 = performance.now();
+
+      // --- the mix -------------------------------------------------------------------------------
+      const file = ndjsonFile('c', IMPORT_ROWS);
+      const jobs: { id: string; token: string }[] = [];
+      const teams: { team: TeamClient; projectId: string }[] = [];
+      for (let t = 0; t < TEAMS; t++) {
+        const created = await apiRequest(plat.apiUrl, plat.adminToken, 'POST', '/v1/admin/teams', { name: `bench: connections ${t}` }, { expect: [201] });
+        const team = new TeamClient(plat.apiUrl, created.body.id, created.body.token, ctx.signal);
+        const project = await team.createProject('connections');
+        teams.push({ team, projectId: project.id });
+        for (let i = 0; i < IMPORTS_PER_TEAM; i++) {
+          const table = await team.createTable(project.id, `import ${i}`, BENCH_FIELDS);
+          jobs.push({ id: (await postImport(plat.apiUrl, team.token, table.id, file, {}, ctx.signal)).id, token: team.token });
+        }
+        for (let i = 0; i < BULK_WRITES_PER_TEAM; i++) {
+          const table = await team.createTable(project.id, `bulk ${i}`, BENCH_FIELDS);
+          jobs.push({ id: (await team.bulkWrite(table.id, { operations: insertOps(`w${t}-${i}`, BULK_OPERATIONS) })).id, token: team.token });
+        }
+      }
+      const ids = jobs.map((j) => j.id);
+
+      const openJobs = async () =>
+        (await own.query<{ n: number }>(`select count(*)::int as n from jobs where id = any($1::uuid[]) and status in ('queued', 'active')`, [ids])).rows[0]!.n;
       let cancelled = false;
       for (;;) {
-        const tick = performance.now();
-        await sampleOnce();
-        if (samples % 10 === 0 && (await openJobs()) === 0) break;
+        if ((await openJobs()) === 0) break;
         if (!cancelled && performance.now() - t0 > WINDOW_MS) {
           cancelled = true;
           for (const j of jobs) await apiRequest(plat.apiUrl, j.token, 'POST', `/v1/jobs/${j.id}/cancel`, undefined, { expect: [202, 409] });
         }
         if (performance.now() - t0 > WINDOW_MS + 120_000) throw new Error('the mix did not end within 120 s of its cancellation');
-        await sleep(Math.max(0, SAMPLE_MS - (performance.now() - tick)), ctx.signal);
+        await sleep(500, ctx.signal);
       }
+      await stopSampling();
       const seconds = (performance.now() - t0) / 1000;
       const cpuText = describeCpu(cpu.stop());
 
@@ -265,6 +281,7 @@ export const workerConnections: BenchModule = {
         },
       ];
     } finally {
+      stopSampler();
       await second?.stop().catch(() => {});
       await extra?.stop().catch(() => {});
       await own.end().catch(() => {});
