@@ -33,7 +33,7 @@ function bullDispatch(job: Job): { rowId: string; dispatch: number } | undefined
 
 /**
  * Wires one worker process: a pool sized to its concurrency, one BullMQ Worker per queue it
- * drains, a process-wide slot semaphore (so the pool is never asked for more than it has),
+ * drains, a process-wide fair slot scheduler (so the pool is never asked for more than it has),
  * and a health server.
  */
 export async function startWorker(config: WorkerConfig, log: PinoLogger): Promise<WorkerRuntime> {
