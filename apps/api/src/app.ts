@@ -6,6 +6,7 @@ import { jsonDeeperThan, MAX_JSON_DEPTH, QUEUE_NAMES } from '@platform/jobs';
 import type { ApiDeps } from './deps';
 import { AppError, registerErrorHandling } from './errors';
 import { registerGzipBodies } from './plugins/gzip';
+import { registerLingeringClose } from './plugins/lingering-close';
 import { publishDbPressure } from './plugins/pressure';
 import { registerMetrics } from './plugins/metrics';
 import { adminRoutes } from './routes/admin/index';
@@ -43,6 +44,7 @@ export async function buildApp(deps: ApiDeps, opts: BuildOptions = {}): Promise<
   }).withTypeProvider<ZodTypeProvider>();
   watchRedis(app, deps);
   publishDbPressure(app, deps);
+  registerLingeringClose(app);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   // Fastify parses text/plain by default; no route of the contract takes it, so it answers 415
