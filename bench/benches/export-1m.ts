@@ -1,5 +1,9 @@
 import { rmSync } from 'node:fs';
-import { csvHeader, csvRecords, ndjsonRecords } from '../../packages/jobs/src/cms-export/format';
+import { pipeline } from 'node:stream/promises';
+import { Writable } from 'node:stream';
+import { to as copyTo } from 'pg-copy-streams';
+import { exportPageCopySql } from '../../packages/db/src/queries/cms-export';
+import { ExportRecords } from '../../packages/jobs/src/cms-export/format';
 import type { TeamClient } from '../lib/api';
 import {
   appPid,
@@ -23,8 +27,6 @@ import {
 import type { BenchContext, BenchModule, BenchRow } from '../lib/types';
 
 type Format = 'ndjson' | 'csv';
-/** A larger keyset page, read apart to show what the page size costs. */
-const BIG_PAGE = 10_000;
 
 /**
  * Issue 3 (2): an export of 1,000,000 rows (~330 B each) through the platform, in NDJSON and in
@@ -37,9 +39,9 @@ const BIG_PAGE = 10_000;
  * The rows are those of the 1M import when an earlier benchmark of this run made them, otherwise
  * they are loaded with COPY straight into cms_rows. Before measuring (not timed): VACUUM ANALYZE of
  * cms_rows (no autovacuum of the fresh rows during the runs) and one read of the rows (a warm
- * cache for both sides). For the note, the export's parts are measured apart in this process
- * (measureParts): the keyset page reads alone (the export's SQL, same page size, and two variants)
- * and the formatting alone (the export's own format functions on those pages).
+ * cache for both sides). For the note, the export's page reads are measured apart in this process
+ * (measurePages): the export's own page COPYs (same SQL, same page size) read to nothing, and the
+ * same pages without the SQL formatting (the baseline's columns, keyset-paged).
  */
 export const export1m: BenchModule = {
   name: 'export-1m',
@@ -55,12 +57,10 @@ export const export1m: BenchModule = {
     if (warm.rows[0]!.n !== MILLION) throw new Error(`the table holds ${warm.rows[0]!.n} rows, expected ${MILLION}`);
     const prepS = (performance.now() - prepStarted) / 1000;
 
-    // The export's parts, apart: keyset pages read as the worker reads them, then formatted.
-    const parts = await measureParts(ctx, src.tableId, src.team.teamId, ctx.worker.chunkSize);
-
     const rows: BenchRow[] = [];
     for (const format of ['ndjson', 'csv'] as const) {
       const p = await platformExport(ctx, src.team, src.tableId, format);
+      const pages = await measurePages(ctx, src.tableId, src.team.teamId, format, p.pageRows);
       // CSV: the export's columns, one per field, quoted by COPY. NDJSON: the row's columns as
       // stored (id, identifier, the draft's JSON text), the fastest way out for the same rows;
       // building each line in SQL (json_build_object) would make the baseline ~3× slower.
@@ -79,8 +79,7 @@ export const export1m: BenchModule = {
       }
       const baseS = base.ms / 1000;
       const inTx = p.txS;
-      const fmtS = format === 'csv' ? parts.csvS : parts.ndjsonS;
-      const rest = p.pagesS - parts.readS - fmtS - inTx;
+      const rest = p.pagesS - pages.exportS - inTx;
       rows.push({
         bench: `export-1m ${format}`,
         platform: { value: MILLION / p.seconds, unit: 'rows/s' },
@@ -91,12 +90,11 @@ export const export1m: BenchModule = {
           `Platform: POST→202 ${(p.acceptS * 1000).toFixed(0)} ms, queued ${s1(p.queuedS)}, ` +
           `count + ${p.pages} pages of ≤${p.pageRows.toLocaleString('en-US')} rows ${s1(p.pagesS)} (${pct(p.pagesS, p.seconds)}; ${s1(inTx)} in checkpoint tx, longest ${p.maxTxMs} ms), ` +
           `file built ${s1(p.finalizeS)}, poll lag ${s1(p.pollS)}, download ${s1(p.downloadS)} (${pct(p.downloadS, p.seconds)}); ` +
-          `measured apart in the bench process with the export's SQL and format code: keyset reads of ${p.pageRows.toLocaleString('en-US')}-row pages ${s1(parts.readS)} ` +
-          `(${s1(parts.textReadS)} reading draft_data::text, no JSON.parse; ${s1(parts.bigPageReadS)} with ${BIG_PAGE.toLocaleString('en-US')}-row pages), ` +
-          `${format} formatting ${s1(fmtS)}: together ${s1(parts.readS + fmtS)} of the ${s1(p.pagesS)}` +
+          `measured apart in the bench process: the export's page COPYs (PostgreSQL formats the ${format}) read to nothing ${s1(pages.exportS)}, ` +
+          `the same keyset pages of the baseline's columns ${s1(pages.plainS)}` +
           (rest > 0
-            ? `, the rest (~${s1(rest)}) being the part-file writes (write + fdatasync per page), COMMITs and the worker's overhead; `
-            : ` (more than the worker took: the two were measured at different moments of a noisy machine); `) +
+            ? `; the rest of the worker's page time (~${s1(rest)}) is the part-file writes (write + fdatasync per page) and the worker's overhead; `
+            : ` (more than the worker took: measured at different moments of a noisy machine); `) +
           `baseline: COPY (select ${format === 'csv' ? 'id, identifier, a column per field … format csv, header' : 'id, identifier, draft_data'} … order by id) TO STDOUT → /dev/null; ` +
           `worker peak RSS ${p.rssMb.toFixed(0)} MiB; rows ${src.how}; prep (vacuum, warm-up) ${s1(prepS)}, not timed`,
       });
@@ -135,58 +133,39 @@ async function millionRows(ctx: BenchContext): Promise<Source> {
 }
 
 /**
- * The export's parts, apart, in this process: keyset pages as `exportRowsPage` reads them (same
- * SQL shape and page size), each format's own functions over them, and two variants of the read:
- * the draft as text (no JSON.parse in the driver) and pages of BIG_PAGE rows. Interleaved page by
- * page (a BIG_PAGE read from the same cursor every BIG_PAGE / pageRows pages), so a change of the
- * machine's load during the measurement hits every part alike.
+ * The export's page reads alone, in this process: its own page COPYs (same SQL and page size, the
+ * output parsed by the same record reader and dropped), and the same keyset pages selecting the
+ * baseline's plain columns: the difference is what formatting in SQL costs.
  */
-async function measureParts(ctx: BenchContext, tableId: string, teamId: string, pageRows: number) {
-  const fields = BIG_FIELDS;
-  const t = { read: 0, text: 0, big: 0, ndjson: 0, csv: 0 };
-  type Page = { id: string; identifier: string; data: any }[];
-  const page = async (column: string, rows: number, after: string | null): Promise<Page> =>
-    (
-      await client.query<{ id: string; identifier: string; data: any }>(
-        `select id, identifier, ${column} as data from cms_rows
-         where table_id = $1 and team_id = $2 and deleted_at is null ${after ? 'and id > $4' : ''}
-         order by id asc limit $3`,
-        after ? [tableId, teamId, rows, after] : [tableId, teamId, rows],
-      )
-    ).rows;
-  const timed = async <T>(key: keyof typeof t, fn: () => Promise<T> | T): Promise<T> => {
-    const t0 = performance.now();
-    const out = await fn();
-    t[key] += performance.now() - t0;
-    return out;
-  };
-  const every = Math.max(1, Math.round(BIG_PAGE / pageRows));
-  let after: string | null = null;
-  let total = 0;
-  let bigTotal = 0;
-  let n = 0;
+async function measurePages(ctx: BenchContext, tableId: string, teamId: string, format: Format, pageRows: number) {
   const client = await ctx.pg.connect();
+  const filter = { tableId, teamId, published: false };
   try {
-    for (;; n++) {
-      if (n % every === 0) {
-        const cursor: string | null = after;
-        bigTotal += (await timed('big', () => page('draft_data', BIG_PAGE, cursor))).length;
+    const timePages = async (as: Format, sqlFor: (afterId: string | null) => string) => {
+      const t0 = performance.now();
+      let after: string | null = null;
+      let total = 0;
+      for (;;) {
+        const records = new ExportRecords(as);
+        await pipeline(client.query(copyTo(sqlFor(after))), new Writable({ write: (c: Buffer, _e, cb) => (records.push(c), cb()) }));
+        total += records.rows;
+        if (records.rows < pageRows) break;
+        after = records.lastId;
       }
-      const cursor: string | null = after;
-      const rows: Page = await timed('read', () => page('draft_data', pageRows, cursor));
-      await timed('text', () => page('draft_data::text', pageRows, cursor));
-      await timed('ndjson', () => Buffer.from(ndjsonRecords(fields, rows), 'utf8'));
-      await timed('csv', () => Buffer.from((total === 0 ? csvHeader(fields) : '') + csvRecords(fields, rows), 'utf8'));
-      total += rows.length;
-      if (rows.length < pageRows) break;
-      after = rows.at(-1)!.id;
-    }
+      if (total !== MILLION) throw new Error(`the page reads saw ${total} rows, expected ${MILLION}`);
+      return (performance.now() - t0) / 1000;
+    };
+    const exportS = await timePages(format, (afterId) => exportPageCopySql({ ...filter, fields: BIG_FIELDS, format, limit: pageRows, afterId }));
+    const plain = format === 'csv' ? BIG_FIELDS.map((f) => `draft_data->>'${f.name}'`).join(', ') : 'draft_data';
+    // Output as CSV whatever the format, so the reader finds each record's id at its start.
+    const plainS = await timePages('csv', (afterId) =>
+        `copy (select id, identifier, ${plain} from cms_rows where table_id = '${tableId}' and team_id = '${teamId}' and deleted_at is null` +
+        `${afterId ? ` and id > '${afterId}'` : ''} order by id limit ${pageRows}) to stdout (format csv)`,
+    );
+    return { exportS, plainS };
   } finally {
     client.release();
   }
-  if (total !== MILLION || bigTotal !== MILLION) throw new Error(`the keyset reads saw ${total} and ${bigTotal} rows, expected ${MILLION}`);
-  const sec = (ms: number) => ms / 1000;
-  return { readS: sec(t.read), textReadS: sec(t.text), bigPageReadS: sec(t.big), ndjsonS: sec(t.ndjson), csvS: sec(t.csv) };
 }
 
 async function platformExport(ctx: BenchContext, team: TeamClient, tableId: string, format: Format) {

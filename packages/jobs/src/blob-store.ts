@@ -21,7 +21,7 @@ export interface BlobStore {
    * creating it at offset 0, and cuts off anything past it: the blob is then exactly
    * `offset + body.length` bytes, durably. Refuses an offset past the blob's end (a lost part).
    */
-  writeAt(key: string, offset: number, body: Buffer | string): Promise<{ size: number }>;
+  writeAt(key: string, offset: number, body: Buffer | string | AsyncIterable<Buffer>): Promise<{ size: number }>;
   /** Renames a blob in one step: a reader of `to` sees the old blob or the whole new one. */
   move(from: string, to: string): Promise<void>;
   /** Every blob under a folder (recursively), with its last modification time. */
@@ -95,28 +95,32 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async writeAt(key: string, offset: number, body: Buffer | string): Promise<{ size: number }> {
+  async writeAt(key: string, offset: number, body: Buffer | string | AsyncIterable<Buffer>): Promise<{ size: number }> {
     const file = this.file(key);
     await mkdir(path.dirname(file), { recursive: true });
-    const buf = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+    const pieces: Iterable<Buffer> | AsyncIterable<Buffer> = typeof body === 'string' ? [Buffer.from(body, 'utf8')] : Buffer.isBuffer(body) ? [body] : body;
     // Positional writes, not O_APPEND: a resumed writer overwrites bytes its crashed predecessor
     // wrote past the last checkpoint instead of appending after them.
     const handle = await open(file, constants.O_RDWR | constants.O_CREAT, 0o644);
+    let at = offset;
     try {
       const { size } = await handle.stat();
       if (size < offset) throw new BlobGapError(`blob ${key} has ${size} bytes; cannot write at ${offset}`);
-      let written = 0;
-      while (written < buf.length) {
-        const r = await handle.write(buf, written, buf.length - written, offset + written);
-        written += r.bytesWritten;
+      for await (const buf of pieces) {
+        let written = 0;
+        while (written < buf.length) {
+          const r = await handle.write(buf, written, buf.length - written, at + written);
+          written += r.bytesWritten;
+        }
+        at += buf.length;
       }
-      await handle.truncate(offset + buf.length);
+      await handle.truncate(at);
       // The checkpoint committed after this names these bytes: they must survive a machine crash too.
       await handle.datasync();
     } finally {
       await handle.close();
     }
-    return { size: offset + buf.length };
+    return { size: at };
   }
 
   async move(from: string, to: string): Promise<void> {

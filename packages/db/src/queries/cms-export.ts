@@ -1,19 +1,12 @@
-import { and, asc, count, eq, gt, isNotNull, isNull, type SQL } from 'drizzle-orm';
+import { and, count, eq, gt, isNotNull, isNull, type SQL } from 'drizzle-orm';
 import type { DbOrTx } from '../client';
-import { cmsRows } from '../schema/index';
+import { cmsRows, type CmsField } from '../schema/index';
 
 /** What an export covers: with `published`, the rows that have live data; otherwise every row not deleted. */
 export interface ExportFilter {
   tableId: string;
   teamId: string;
   published: boolean;
-}
-
-export interface ExportRow {
-  id: string;
-  identifier: string;
-  /** The live `data` (published) or the `draft_data`. */
-  data: Record<string, unknown> | null;
 }
 
 function exportConditions(f: ExportFilter, afterId?: string): SQL[] {
@@ -24,17 +17,82 @@ function exportConditions(f: ExportFilter, afterId?: string): SQL[] {
   return conds;
 }
 
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A uuid inlined into SQL: COPY takes no parameters, so only a well-formed uuid gets in. */
+function uuidLiteral(value: string): string {
+  if (!UUID_RE.test(value)) throw new Error(`not a uuid: ${JSON.stringify(value).slice(0, 80)}`);
+  return `'${value}'::uuid`;
+}
+
+/** A text inlined into SQL as a standard string literal (PostgreSQL's default quoting since 9.1). */
+function textLiteral(value: string): string {
+  if (value.includes('\0')) throw new Error('a NUL character cannot be part of an SQL literal');
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+/** First characters that make a spreadsheet run a cell as a formula (`-` is handled apart: numbers keep it). */
+const FORMULA_FIRST = `('=', '+', '@', E'\\t', E'\\r')`;
+
+/** The text `t` with a leading `'` when a spreadsheet would run it (`isText` tells a `-` text from a negative number). */
+function neutralised(t: string, isText: string): string {
+  return `case when left(${t}, 1) in ${FORMULA_FIRST} or (left(${t}, 1) = '-' and ${isText}) then '''' || ${t} else ${t} end`;
+}
+
+export interface ExportPage extends ExportFilter {
+  fields: readonly CmsField[];
+  format: 'csv' | 'ndjson';
+  /** Rows of the page. */
+  limit: number;
+  /** Keyset cursor: the page starts after this row id. */
+  afterId?: string | null;
+}
+
 /**
- * A keyset page of an export (never OFFSET: page N costs what page 1 does), in id order, on the
- * `(table_id, id)` index. Only the exported side of the row is read, not both.
+ * One keyset page of an export (never OFFSET: page N costs what page 1 does, on the `(table_id,
+ * id)` index) as a `COPY … TO STDOUT` whose output is the export's own bytes, formatted by
+ * PostgreSQL: the rows never become JavaScript objects.
+ *
+ * - CSV: one column per field, quoted by COPY's CSV writer (RFC 4180 quoting; records end in
+ *   `\n`, which the reader turns into CRLF). A text cell starting with a formula character gets a
+ *   leading `'`; numbers, booleans and json cells never do (`-5` stays a number). Null or missing
+ *   values are empty cells; json fields are their JSON text.
+ * - NDJSON: one column, the whole line `{"id":…,"identifier":…,<field>:<value>,…}` with keys in
+ *   the table's order and `null` for a missing field; written with a delimiter and a quote
+ *   character (0x01, 0x02) that JSON text never holds raw, so COPY outputs each line as built.
+ *
+ * Every record starts with the row id (CSV: its first 36 bytes; NDJSON: bytes 7–43), which the
+ * reader takes as the next page's cursor.
  */
-export async function exportRowsPage(db: DbOrTx, f: ExportFilter & { limit: number; afterId?: string }): Promise<ExportRow[]> {
-  return db
-    .select({ id: cmsRows.id, identifier: cmsRows.identifier, data: f.published ? cmsRows.data : cmsRows.draftData })
-    .from(cmsRows)
-    .where(and(...exportConditions(f, f.afterId)))
-    .orderBy(asc(cmsRows.id))
-    .limit(f.limit);
+export function exportPageCopySql(p: ExportPage): string {
+  if (!Number.isSafeInteger(p.limit) || p.limit < 1) throw new Error(`invalid page size ${p.limit}`);
+  const src = p.published ? 'r.data' : 'r.draft_data';
+  const where = [
+    `r.table_id = ${uuidLiteral(p.tableId)}`,
+    `r.team_id = ${uuidLiteral(p.teamId)}`,
+    'r.deleted_at is null',
+    ...(p.published ? ['r.data is not null'] : []),
+    ...(p.afterId ? [`r.id > ${uuidLiteral(p.afterId)}`] : []),
+  ].join(' and ');
+  const page = `where ${where} order by r.id limit ${p.limit}`;
+  const value = (f: CmsField) => `${src}->${textLiteral(f.name)}`;
+
+  if (p.format === 'ndjson') {
+    const parts = [
+      `'{"id":"' || r.id || '","identifier":' || to_json(r.identifier)::text`,
+      ...p.fields.map((f) => `${textLiteral(`,${JSON.stringify(f.name)}:`)} || coalesce(${value(f)}, 'null')::text`),
+      `'}'`,
+    ];
+    return `copy (select ${parts.join(' || ')} from cms_rows r ${page}) to stdout (format csv, delimiter E'\\x01', quote E'\\x02')`;
+  }
+  // Each field's text is taken once (the lateral subquery, kept apart by `offset 0`), then tested.
+  const texts = p.fields.map((f, i) => `${src}->>${textLiteral(f.name)} as v${i}`);
+  const cells = p.fields.map((f, i) =>
+    f.type === 'json' ? `nullif((${value(f)})::text, 'null')` : neutralised(`x.v${i}`, `jsonb_typeof(${value(f)}) = 'string'`),
+  );
+  const columns = ['r.id', neutralised('r.identifier', 'true'), ...cells].join(', ');
+  const lateral = texts.length > 0 ? ` cross join lateral (select ${texts.join(', ')} offset 0) x` : '';
+  return `copy (select ${columns} from cms_rows r${lateral} ${page}) to stdout (format csv)`;
 }
 
 /** How many rows an export covers when it starts (its `progress.total`). */

@@ -1,12 +1,14 @@
 import { Readable } from 'node:stream';
+import type pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
 import type { z } from 'zod';
-import { countExportRows, exportRowsPage, getCmsTable, type CmsField, type Db, type ExportFilter } from '@platform/db';
+import { countExportRows, exportPageCopySql, getCmsTable, type CmsField, type ExportFilter } from '@platform/db';
 import type { BlobStore } from '../blob-store';
 import { runChunks, type Chunk, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
 import type { Processor } from '../processor';
 import type { exportPayload } from './definition';
-import { csvHeader, csvRecords, ndjsonRecords } from './format';
+import { csvHeader, ExportRecords } from './format';
 
 type Payload = z.infer<typeof exportPayload>;
 type Format = Payload['format'];
@@ -36,8 +38,9 @@ export const exportBlobKey = (jobId: string, format: Format) => `exports/${jobId
 const partKey = (jobId: string, lease: number) => `exports/parts/${jobId}.${lease}.part`;
 
 /**
- * `cms.export`: keyset pages of the table (reads outside any transaction, on the replica when one
- * is configured) written to a part file, one checkpoint-only chunk per page. The part file is
+ * `cms.export`: keyset pages of the table, each a `COPY … TO STDOUT` that PostgreSQL formats as
+ * the export's own CSV or NDJSON (reads outside any transaction, on the replica when one is
+ * configured), streamed into a part file, one checkpoint-only chunk per page. The part file is
  * written before the checkpoint that names its length is committed; bytes past that length (a
  * crash between the two) are ignored by the next run, which writes its own part file from the
  * committed row on. At the end the committed prefixes become `exports/<jobId>.<format>`.
@@ -46,7 +49,7 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
   const { payload, run, blobs, jobId, teamId } = ctx;
   const table = await getCmsTable(ctx.database.db, payload.tableId, teamId);
   if (!table) throw new JobInputError('the CMS table no longer exists', 'not_found');
-  const reader = (ctx.replicaDatabase ?? ctx.database).db;
+  const reader = (ctx.replicaDatabase ?? ctx.database).pool;
   const filter: ExportFilter = { tableId: table.id, teamId, published: payload.published };
   const finalKey = exportBlobKey(jobId, payload.format);
 
@@ -58,7 +61,7 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
     cp = null;
   }
   if (!cp) {
-    cp = { phase: 'pages', lastId: null, bytes: 0, rows: 0, total: await countExportRows(reader, filter), segments: [] };
+    cp = { phase: 'pages', lastId: null, bytes: 0, rows: 0, total: await countExportRows((ctx.replicaDatabase ?? ctx.database).db, filter), segments: [] };
     await run.commit({ checkpoint: cp, done: 0, total: cp.total, rows: 0 });
   }
   if (cp.phase === 'pages') {
@@ -74,7 +77,7 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
 function pagePlanner(
   run: JobRun<Checkpoint>,
   blobs: BlobStore,
-  reader: Db,
+  reader: pg.Pool,
   filter: ExportFilter,
   fields: readonly CmsField[],
   format: Format,
@@ -83,34 +86,57 @@ function pagePlanner(
   let exhausted = false;
   return async (cp) => {
     if (exhausted) return null;
-    const rows = await exportRowsPage(reader, { ...filter, limit: pageRows, afterId: cp.lastId ?? undefined });
-    exhausted = rows.length < pageRows;
     // The CSV header goes with the first page (alone, for an empty table).
-    const header = cp.bytes === 0 && format === 'csv' ? csvHeader(fields) : '';
-    if (rows.length === 0 && header === '') return null;
-    const body = Buffer.from(header + (format === 'csv' ? csvRecords(fields, rows) : ndjsonRecords(fields, rows)), 'utf8');
+    const header = cp.bytes === 0 && format === 'csv' ? Buffer.from(csvHeader(fields), 'utf8') : undefined;
+    const records = new ExportRecords(format);
+    const sql = exportPageCopySql({ ...filter, fields, format, limit: pageRows, afterId: cp.lastId });
 
     const last = cp.segments.at(-1);
     const own = last?.lease === run.lease ? last : undefined;
     const offset = own?.bytes ?? 0;
-    // Written at the committed length of this run's part file, cutting off anything after it.
-    await blobs.writeAt(partKey(run.jobId, run.lease), offset, body);
-    const done = cp.rows + rows.length;
+    // Streamed to this run's part file at its committed length, cutting off anything after it.
+    const { size } = await blobs.writeAt(partKey(run.jobId, run.lease), offset, copyOut(reader, sql, records, header));
+    if (!records.complete) throw new Error('the export page ended inside a record');
+    exhausted = records.rows < pageRows;
+    if (records.rows === 0 && !header) return null;
+    const written = size - offset;
+    const done = cp.rows + records.rows;
     const total = Math.max(cp.total, done);
     return {
       checkpoint: {
         phase: 'pages',
-        lastId: rows.at(-1)?.id ?? cp.lastId,
-        bytes: cp.bytes + body.length,
+        lastId: records.lastId ?? cp.lastId,
+        bytes: cp.bytes + written,
         rows: done,
         total,
-        segments: [...(own ? cp.segments.slice(0, -1) : cp.segments), { lease: run.lease, bytes: offset + body.length }],
+        segments: [...(own ? cp.segments.slice(0, -1) : cp.segments), { lease: run.lease, bytes: size }],
       },
       done,
       total,
-      rows: rows.length,
+      rows: records.rows,
     };
   };
+}
+
+/**
+ * The output of one COPY … TO STDOUT, through `records`, after an optional header. The connection
+ * is held only while the page streams; one left mid-COPY (the writer failed) is closed, not reused.
+ */
+async function* copyOut(pool: pg.Pool, sql: string, records: ExportRecords, header?: Buffer): AsyncGenerator<Buffer> {
+  if (header) yield header;
+  const client = await pool.connect();
+  let failure: Error | undefined;
+  const stream = client.query(copyTo(sql));
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) yield records.push(chunk);
+  } catch (err) {
+    failure = err as Error;
+    throw err;
+  } finally {
+    if (!failure && !stream.readableEnded) failure = new Error('the export page was not read to its end');
+    if (failure) stream.destroy();
+    client.release(failure);
+  }
 }
 
 /** True when what the checkpoint names is still there: every part's committed prefix, or the finished file. */
