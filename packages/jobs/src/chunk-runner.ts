@@ -86,8 +86,9 @@ export class JobRun<C = unknown> {
 
   async commit(chunk: Chunk<C>): Promise<void> {
     if (this.opts.pace) await this.opts.pace();
-    const started = performance.now();
     const client = await this.database.pool.connect();
+    // The transaction's time, from BEGIN: waiting for a pooled connection holds no lock.
+    const started = performance.now();
     let cancelRequested = false;
     let release: ((err?: Error) => void) | undefined = client.release.bind(client);
     try {

@@ -4,21 +4,24 @@ import { ChunkSizer } from '../src/chunk-sizer';
 describe('chunk sizer', () => {
   const opts = { initial: 1_000, min: 50, max: 20_000, targetMs: 200 };
 
-  it('shrinks at once to what fits the budget when a chunk runs long', () => {
+  it('shrinks at once to what fits its aim (70% of the budget) when a chunk runs long', () => {
     const s = new ChunkSizer(opts);
-    s.observe(1_000, 800); // 1.25 rows/ms → 250 rows fit in 200 ms
-    expect(s.size).toBe(250);
+    s.observe(1_000, 800); // 1.25 rows/ms → 175 rows fit in 140 ms
+    expect(s.size).toBe(175);
+    const t = new ChunkSizer(opts);
+    t.observe(1_000, 160); // within the budget, over the aim: shrinks too
+    expect(t.size).toBe(875);
   });
 
-  it('grows toward the budget when chunks are quick, at most doubling per chunk', () => {
+  it('grows toward its aim when chunks are quick, at most ×1.5 per chunk', () => {
     const s = new ChunkSizer(opts);
-    s.observe(1_000, 20); // 50 rows/ms → 10,000 would fit
-    expect(s.size).toBe(2_000);
-    s.observe(2_000, 40);
-    expect(s.size).toBe(4_000);
-    for (let i = 0; i < 20; i++) s.observe(s.size, s.size / 50);
-    expect(s.size).toBeGreaterThan(9_000);
-    expect(s.size).toBeLessThanOrEqual(10_000);
+    s.observe(1_000, 20); // 50 rows/ms → 7,000 would fit in 140 ms
+    expect(s.size).toBe(1_500);
+    s.observe(1_500, 30);
+    expect(s.size).toBe(2_250);
+    for (let i = 0; i < 30; i++) s.observe(s.size, s.size / 50);
+    expect(s.size).toBeGreaterThan(6_300);
+    expect(s.size).toBeLessThanOrEqual(7_000);
   });
 
   it('stays within its bounds and halves under pressure', () => {
