@@ -99,7 +99,7 @@ describe('CMS exports end to end', () => {
 
     // From here on a worker runs in-process, reading through a "replica" (the same database).
     worker = await startWorker(
-      loadConfig({ ...t.env, WORKER_PORT: '0', WORKER_CHUNK_SIZE: '5', DATABASE_REPLICA_URL: t.databaseUrl }),
+      loadConfig({ ...t.env, WORKER_PORT: '0', WORKER_CHUNK_SIZE: '5', WORKER_EXPORT_PAGE_ROWS: '5', DATABASE_REPLICA_URL: t.databaseUrl }),
       pino({ level: 'warn' }),
     );
     const job = await finished(res.json().id);

@@ -24,7 +24,7 @@ const FIELDS = [
 beforeAll(async () => {
   t = await createTestEnv();
   api = await buildTestApi(t);
-  worker = await startWorker(loadConfig({ ...t.env, WORKER_PORT: '0', WORKER_CHUNK_SIZE: '50' }), pino({ level: 'silent' }));
+  worker = await startWorker(loadConfig({ ...t.env, WORKER_PORT: '0', WORKER_CHUNK_SIZE: '50', WORKER_EXPORT_PAGE_ROWS: '50' }), pino({ level: 'silent' }));
   token = (await api.inject({ method: 'POST', url: '/v1/admin/teams', headers: bearer(ADMIN_TOKEN), payload: { name: 'rt' } })).json().token;
   projectId = (await api.inject({ method: 'POST', url: '/v1/projects', headers: bearer(token), payload: { name: 'p' } })).json().id;
 });

@@ -33,6 +33,8 @@ const schema = z
     WORKER_CHUNK_BUDGET_MS: z.coerce.number().int().min(0).default(200),
     WORKER_CHUNK_MIN: int(100),
     WORKER_CHUNK_MAX: int(20_000),
+    /** Rows per export page: a page is read outside any transaction, so no chunk budget bounds it. */
+    WORKER_EXPORT_PAGE_ROWS: int(20_000),
     /** A run holds a slot at least this long before yielding to another team's waiting job. */
     WORKER_TIME_SLICE_MS: int(1_000),
     WORKER_PRESSURE_PAUSE_MS: int(200),
@@ -99,6 +101,7 @@ const schema = z
       chunkBudgetMs: c.WORKER_CHUNK_BUDGET_MS,
       chunkMin: c.WORKER_CHUNK_MIN,
       chunkMax: c.WORKER_CHUNK_MAX,
+      exportPageRows: c.WORKER_EXPORT_PAGE_ROWS,
       timeSliceMs: c.WORKER_TIME_SLICE_MS,
       pressurePauseMs: c.WORKER_PRESSURE_PAUSE_MS,
       fair: c.FAIR_SCHEDULING === 'true',

@@ -134,6 +134,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     log,
     owner,
     chunkSize: config.chunkSize,
+    exportPageRows: config.exportPageRows,
     blockedRetryMs: config.blockedRetryMs,
     processors,
     chunk: {

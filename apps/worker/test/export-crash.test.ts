@@ -20,6 +20,7 @@ const workers = workerProcesses(() => ({
   ...t.env,
   WORKER_QUEUES: 'cms-export',
   WORKER_CHUNK_SIZE: String(PAGE),
+  WORKER_EXPORT_PAGE_ROWS: String(PAGE),
 }));
 const startWorker = workers.start;
 

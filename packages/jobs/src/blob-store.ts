@@ -61,7 +61,8 @@ export class FsBlobStore implements BlobStore {
 
   get(key: string, opts: { start?: number; end?: number } = {}): Readable {
     // createReadStream's `end` is inclusive.
-    return createReadStream(this.file(key), { start: opts.start, end: opts.end === undefined ? undefined : opts.end - 1 });
+    // 1 MiB reads: a download of hundreds of MiB in 64 KiB pieces spent its time in the event loop.
+    return createReadStream(this.file(key), { start: opts.start, end: opts.end === undefined ? undefined : opts.end - 1, highWaterMark: 1 << 20 });
   }
 
   async size(key: string): Promise<number | undefined> {

@@ -21,6 +21,8 @@ export interface ProcessorContext<P> {
   log: Logger;
   /** Chunk size in rows or operations: chunks must commit in a fraction of a second. */
   chunkSize: number;
+  /** Rows per page of a read-only pass (an export's keyset pages, read outside any transaction). */
+  pageRows: number;
 }
 
 /** Returns the job's result; may throw JobInputError (bad input), StopRun or plain errors (transient). */

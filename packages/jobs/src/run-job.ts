@@ -32,6 +32,8 @@ export interface RunnerDeps {
   owner: string;
   chunk: ChunkRunnerOptions;
   chunkSize: number;
+  /** Rows per page of a read-only pass (exports), which no transaction bounds. */
+  exportPageRows?: number;
   /** How long a job waits before asking again when an earlier job holds its table. */
   blockedRetryMs: number;
   processors: Record<string, Processor>;
@@ -145,6 +147,7 @@ export async function runBullJob(
       get chunkSize() {
         return hooks.sizer?.size ?? deps.chunkSize;
       },
+      pageRows: deps.exportPageRows ?? deps.chunkSize,
     });
     const ended = await end({ status: 'completed', result });
     if (!ended) return { outcome: 'fenced' };

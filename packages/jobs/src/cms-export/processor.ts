@@ -65,7 +65,7 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
     await run.commit({ checkpoint: cp, done: 0, total: cp.total, rows: 0 });
   }
   if (cp.phase === 'pages') {
-    const paged = await runChunks<Checkpoint>(run, cp, pagePlanner(run, blobs, reader, filter, table.fields, payload.format, ctx.chunkSize));
+    const paged = await runChunks<Checkpoint>(run, cp, pagePlanner(run, blobs, reader, filter, table.fields, payload.format, ctx.pageRows));
     // Committing the end of the pages fences out a stale run before it could build the file.
     cp = { ...paged, phase: 'finalize' };
     await run.commit({ checkpoint: cp, done: cp.rows, total: cp.total, rows: 0 });
