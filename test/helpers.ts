@@ -42,6 +42,9 @@ export async function createTestEnv(): Promise<TestEnv> {
       LOG_LEVEL: 'warn',
       // Fixed chunk sizes, so tests can count chunks; the adaptive sizer has its own tests.
       WORKER_CHUNK_BUDGET_MS: '0',
+      // On a loaded test machine reads are slow for reasons of their own; the latency signal
+      // would pace every worker. apps/api/test/pressure.test.ts turns it on.
+      API_PRESSURE_LATENCY_MS: '0',
     },
     async cleanup() {
       await database.close();
@@ -79,7 +82,8 @@ export interface AppProcess {
 export function spawnApp(entry: string, env: Record<string, string>): AppProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, entry)], {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    // See createTestEnv: the latency pressure signal is off unless a test sets it.
+    env: { ...process.env, API_PRESSURE_LATENCY_MS: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -23,6 +23,11 @@ const schema = z
     /** Default per-team caps (teams.max_queued_jobs overrides the first); 0 turns one off. */
     API_TEAM_MAX_QUEUED: z.coerce.number().int().min(0).default(500),
     API_TEAM_ENQUEUE_PER_MINUTE: z.coerce.number().int().min(0).default(600),
+    /**
+     * Database pressure by latency: when the 90th percentile of the API's reads over the last
+     * second is above this (ms), workers are told to slow down. 0 turns it off (pool waits still count).
+     */
+    API_PRESSURE_LATENCY_MS: z.coerce.number().int().min(0).default(25),
     /** `false` enqueues in plain FIFO order (no team interleaving): the benchmarks' baseline. */
     FAIR_SCHEDULING: z.enum(['true', 'false']).default('true'),
     LOG_LEVEL: z.string().default('info'),
@@ -43,6 +48,7 @@ const schema = z
     teamMaxQueued: c.API_TEAM_MAX_QUEUED,
     teamEnqueuePerMinute: c.API_TEAM_ENQUEUE_PER_MINUTE,
     fair: c.FAIR_SCHEDULING === 'true',
+    pressureLatencyMs: c.API_PRESSURE_LATENCY_MS,
   }));
 
 export type ApiConfig = z.output<typeof schema>;
