@@ -33,6 +33,8 @@ export interface AppDeps {
   loginThrottle?: { maxFailures: number; windowS: number };
   /** At most this many jobs per redrive (default 1,000). */
   redriveMax?: number;
+  /** FAIR_SCHEDULING: retried and redriven jobs get their team's fair priority (default true). */
+  fair?: boolean;
   /**
    * The sampler and the retention pass. Their loops start only when this is given (the server
    * gives it; tests call `app.maintenance.sampleOnce()` / `purgeOnce()` themselves).
@@ -75,7 +77,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     q.on('error', (err) => app.log.warn({ err, queue: name }, 'queue connection error'));
     return q;
   });
-  const producer = new Producer(deps.redis, deps.queuePrefix);
+  // With the database the producer ranks each requeued job in its team's line, as the API does.
+  const producer = new Producer(deps.redis, deps.queuePrefix, deps.fair === false ? undefined : deps.db);
   for (const name of QUEUE_NAMES) {
     producer.queue(name).on('error', (err) => app.log.warn({ err, queue: name }, 'queue connection error'));
   }

@@ -33,6 +33,8 @@ export const configSchema = z
     DASHBOARD_LOGIN_WINDOW_S: z.coerce.number().int().min(1).max(86_400).default(900),
     // At most this many failed jobs are requeued by one redrive.
     DASHBOARD_REDRIVE_MAX: z.coerce.number().int().min(1).max(10_000).default(1_000),
+    // `false`: requeued jobs go in plain FIFO order, as with the API's and worker's FAIR_SCHEDULING.
+    FAIR_SCHEDULING: z.enum(['true', 'false']).default('true'),
     // Background work of the dashboard process (see maintenance.ts); 0 turns a loop off.
     DASHBOARD_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(0).max(3_600_000).default(10_000),
     DASHBOARD_PURGE_INTERVAL_MS: z.coerce.number().int().min(0).default(600_000),

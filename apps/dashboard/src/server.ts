@@ -51,6 +51,7 @@ export async function startDashboard(config: DashboardConfig): Promise<RunningDa
       logger: { level: config.LOG_LEVEL },
       loginThrottle: { maxFailures: config.DASHBOARD_LOGIN_MAX_FAILURES, windowS: config.DASHBOARD_LOGIN_WINDOW_S },
       redriveMax: config.DASHBOARD_REDRIVE_MAX,
+      fair: config.FAIR_SCHEDULING === 'true',
       maintenance: {
         sampleIntervalMs: config.DASHBOARD_SAMPLE_INTERVAL_MS,
         purgeIntervalMs: config.DASHBOARD_PURGE_INTERVAL_MS,

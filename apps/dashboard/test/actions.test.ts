@@ -193,7 +193,13 @@ describe('redrive', () => {
       outcome: { result: 'requeued', matched: 3, requeued: 3, skipped: 0 },
     });
     expect([...entry!.jobIds].sort()).toEqual(mine.slice(0, 3).map((j) => j.id).sort());
-    for (const j of mine.slice(0, 3)) expect(await t.queue(bulkWriteJob.queue).getJob(bullJobId(j.id, 1))).toBeDefined();
+    const requeued = await Promise.all(mine.slice(0, 3).map((j) => t.queue(bulkWriteJob.queue).getJob(bullJobId(j.id, 1))));
+    for (const b of requeued) expect(b).toBeDefined();
+    // Ranked in the team's line as the API ranks new jobs: each later one behind the one before.
+    const priorities = requeued.map((b) => b!.priority);
+    expect(priorities[0]).toBeGreaterThan(0);
+    expect(priorities[1]).toBeGreaterThan(priorities[0]!);
+    expect(priorities[2]).toBeGreaterThan(priorities[1]!);
 
     // The audit page shows the action with its jobs.
     const audit = await t.app.inject({ url: '/audit?actor=olga', headers: { cookie: operator.cookie, accept: 'text/html' } });
