@@ -1,14 +1,14 @@
 import type { z } from 'zod';
 import { getCmsTable, type CmsTableRow } from '@platform/db';
 import { runChunks, type Chunk } from '../chunk-runner';
-import { insertRows } from '../cms/row-writes';
+import { insertRowsStatement } from '../cms/row-writes';
 import { JobInputError } from '../errors';
 import type { Processor, ProcessorContext } from '../processor';
 import { classify, collapseUpserts } from './classify';
 import type { importPayload } from './definition';
 import type { RowProblem } from './rows';
 import { openSource, type Position, type RowSource, type SourceRecord } from './source';
-import { claimIdentifiers, dropClaims, upsertRows } from './writes';
+import { claimIdentifiersStatement, dropClaims, upsertRows } from './writes';
 
 type Payload = z.infer<typeof importPayload>;
 
@@ -138,11 +138,19 @@ interface Taken {
   header: string[] | undefined;
 }
 
+/**
+ * Records parsed between two turns of the event loop while reading ahead. Parsing a whole chunk
+ * in one go kept the loop busy for tens of milliseconds, and a chunk transaction of this process
+ * (this run's, or another's) waited that long for its answers, holding its locks.
+ */
+const PARSE_SLICE = 200;
+
 async function takeChunk(source: RowSource, maxRows: number): Promise<Taken> {
   const records: SourceRecord[] = [];
   let bytes = 0;
   let eof = false;
   while (records.length < maxRows && bytes < MAX_CHUNK_BYTES) {
+    if (records.length % PARSE_SLICE === PARSE_SLICE - 1) await new Promise((r) => setImmediate(r));
     const r = await source.next();
     if (!r) {
       eof = true;
@@ -187,9 +195,15 @@ async function planChunk(
   };
   const chunk: Chunk<ImportCheckpoint> = { checkpoint: next, done: 0, rows: rows.length };
 
+  // Statements are built here, before the transaction begins (see insertRowsStatement).
+  const claims = checked && payload.mode === 'insert' ? claimIdentifiersStatement(jobId, c.claims) : null;
   if (validating) {
     // Nothing is written but the claims, so that later chunks can tell a repeat within the file.
-    if (payload.mode === 'insert') chunk.write = ({ client }) => claimIdentifiers(client, jobId, c.claims);
+    if (claims) {
+      chunk.write = async ({ client }) => {
+        await client.query(claims);
+      };
+    }
     return chunk;
   }
 
@@ -197,10 +211,11 @@ async function planChunk(
   chunk.total = at.total ?? (eof ? next.rows : undefined);
   if (payload.mode === 'insert') {
     next.inserted += c.valid.length;
+    const insert = c.valid.length > 0 ? insertRowsStatement(table, c.valid) : null;
     chunk.write = async ({ client }) => {
-      const n = await insertRows(client, table, c.valid);
+      const n = insert ? ((await client.query(insert)).rowCount ?? 0) : 0;
       if (n !== c.valid.length) throw new Error(`inserted ${n} of ${c.valid.length} rows`);
-      if (checked) await claimIdentifiers(client, jobId, c.claims);
+      if (claims) await client.query(claims);
     };
   } else {
     const u = collapseUpserts(c.valid, c.existing);

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { uuidv7 } from '@platform/db';
+import { arrayLiteral } from '../cms/row-writes';
 
 /** A pool (reads between chunks) or a chunk transaction's client (writes). */
 type Queryable = Pick<pg.Pool, 'query'> | pg.PoolClient;
@@ -24,14 +25,18 @@ export async function findExisting(db: Queryable, tableId: string, identifiers: 
   return new Set(r.rows.map((x) => x.identifier));
 }
 
-/** Records the identifiers a chunk claimed; a repeat of a claim is a bug upstream and fails the chunk. */
-export async function claimIdentifiers(client: pg.PoolClient, jobId: string, claims: { identifier: string; line: number }[]): Promise<void> {
-  if (claims.length === 0) return;
-  await client.query(
-    `insert into cms_import_keys (job_id, identifier, line)
+/**
+ * Records the identifiers a chunk claimed; a repeat of a claim is a bug upstream and fails the
+ * chunk. The statement is built (its arrays encoded) before the chunk's transaction; null when
+ * there is nothing to claim.
+ */
+export function claimIdentifiersStatement(jobId: string, claims: { identifier: string; line: number }[]): pg.QueryConfig | null {
+  if (claims.length === 0) return null;
+  return {
+    text: `insert into cms_import_keys (job_id, identifier, line)
      select $1, u.identifier, u.line from unnest($2::text[], $3::int[]) as u(identifier, line)`,
-    [jobId, claims.map((c) => c.identifier), claims.map((c) => c.line)],
-  );
+    values: [jobId, arrayLiteral(claims.map((c) => c.identifier)), arrayLiteral(claims.map((c) => String(c.line)))],
+  };
 }
 
 /**

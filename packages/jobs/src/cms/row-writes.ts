@@ -17,14 +17,38 @@ export async function insertRows(
   rows: RowInsert[],
 ): Promise<number> {
   if (rows.length === 0) return 0;
-  const ids = rows.map(() => uuidv7());
-  const res = await client.query(
-    `insert into cms_rows (id, table_id, team_id, identifier, draft_data)
+  const res = await client.query(insertRowsStatement(table, rows));
+  return res.rowCount ?? 0;
+}
+
+/**
+ * The statement `insertRows` runs, with every parameter already text: built before the chunk's
+ * transaction begins, the JSON and array encoding of thousands of rows (tens of milliseconds of
+ * CPU) is not spent while the transaction holds its locks.
+ */
+export function insertRowsStatement(table: { id: string; teamId: string }, rows: RowInsert[]): pg.QueryConfig {
+  return {
+    text: `insert into cms_rows (id, table_id, team_id, identifier, draft_data)
      select u.id, $1, $2, coalesce(u.ident, u.id::text), u.d
      from unnest($3::uuid[], $4::text[], $5::jsonb[]) as u(id, ident, d)`,
-    [table.id, table.teamId, ids, rows.map((r) => r.identifier ?? null), rows.map((r) => JSON.stringify(r.data))],
-  );
-  return res.rowCount ?? 0;
+    values: [
+      table.id,
+      table.teamId,
+      arrayLiteral(rows.map(() => uuidv7())),
+      arrayLiteral(rows.map((r) => r.identifier ?? null)),
+      arrayLiteral(rows.map((r) => JSON.stringify(r.data))),
+    ],
+  };
+}
+
+/** A PostgreSQL array literal of texts (`{"a","b\\"c",NULL}`), as node-postgres would send the array. */
+export function arrayLiteral(items: readonly (string | null)[]): string {
+  const parts = new Array<string>(items.length);
+  for (let i = 0; i < items.length; i++) {
+    const v = items[i];
+    parts[i] = v === null || v === undefined ? 'NULL' : `"${v.replace(/[\\"]/g, '\\$&')}"`;
+  }
+  return `{${parts.join(',')}}`;
 }
 
 export type RowKey = { by: 'id' | 'identifier'; key: string };
