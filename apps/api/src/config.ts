@@ -24,8 +24,8 @@ const schema = z
     API_TEAM_MAX_QUEUED: z.coerce.number().int().min(0).default(500),
     API_TEAM_ENQUEUE_PER_MINUTE: z.coerce.number().int().min(0).default(600),
     /**
-     * Database pressure by latency: when the 90th percentile of the API's reads over the last
-     * second is above this (ms), workers are told to slow down. 0 turns it off (pool waits still count).
+     * Database pressure by latency: when the 99th percentile of the API's reads over the last
+     * second is above this (ms), workers are told to slow down (for 5 s). 0 turns it off (pool waits still count).
      */
     API_PRESSURE_LATENCY_MS: z.coerce.number().int().min(0).default(25),
     /** `false` enqueues in plain FIFO order (no team interleaving): the benchmarks' baseline. */

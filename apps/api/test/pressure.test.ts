@@ -51,11 +51,11 @@ async function slowReads(app: FastifyInstance) {
 }
 
 describe('database pressure from read latency', () => {
-  it('slow reads (p90 over API_PRESSURE_LATENCY_MS) set the pressure key that slows the workers', async () => {
+  it('slow reads (p99 over API_PRESSURE_LATENCY_MS) set the pressure key that slows the workers', async () => {
     api = await buildTestApi(t, { API_PRESSURE_LATENCY_MS: '25' });
     await slowReads(api);
     const value = await waitFor(async () => (await redis.get(`${t.queuePrefix}:db-pressure`)) ?? undefined, { timeoutMs: 2_000, what: 'the pressure key' });
-    expect(value).toMatch(/^p90:\d+ms$/);
+    expect(value).toMatch(/^p99:\d+ms$/);
     expect(Number(value.slice(4, -2))).toBeGreaterThanOrEqual(25);
   });
 
@@ -66,15 +66,15 @@ describe('database pressure from read latency', () => {
     expect(await redis.get(`${t.queuePrefix}:db-pressure`)).toBeNull();
   });
 
-  it('the 90th percentile covers the last second only, and needs 20 reads', () => {
+  it('the 99th percentile covers the last second only, and needs 20 reads', () => {
     const w = new ReadLatencies(1_000);
     for (let i = 0; i < 19; i++) w.add(100, 0);
-    expect(w.p90(10)).toBeUndefined();
+    expect(w.p99(10)).toBeUndefined();
     for (let i = 0; i < 81; i++) w.add(1, 500);
-    // 100 reads: 81 fast, 19 slow → the 90th percentile is a slow one.
-    expect(w.p90(600)).toBe(100);
+    // 100 reads: 81 fast, 19 slow → the 99th percentile is a slow one.
+    expect(w.p99(600)).toBe(100);
     // Past a second the slow ones (at 0) drop out; past 1.5 s the fast ones too.
-    expect(w.p90(1_200)).toBe(1);
-    expect(w.p90(1_600)).toBeUndefined();
+    expect(w.p99(1_200)).toBe(1);
+    expect(w.p99(1_600)).toBeUndefined();
   });
 });

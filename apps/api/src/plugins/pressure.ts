@@ -4,10 +4,15 @@ import type { ApiDeps } from '../deps';
 /** Reads timed over this long make one percentile; fewer than MIN_SAMPLES make none. */
 const WINDOW_MS = 1_000;
 const MIN_SAMPLES = 20;
+/**
+ * How long one slow second keeps the workers paced. Longer than the pool signal's 2 s: paced
+ * workers make the reads fast again at once, and without this hold the two would take turns.
+ */
+const LATENCY_HOLD_MS = 5_000;
 
 /**
  * Tells the workers when the studio's interactive path suffers: a short-lived Redis key is kept
- * set while requests wait for the API's pool, or while the API's reads slow down (their 90th
+ * set while requests wait for the API's pool, or while the API's reads slow down (their 99th
  * percentile over the last second above `API_PRESSURE_LATENCY_MS`). Workers then slow their
  * chunks down (smaller chunks, a pause before each) before the studio's traffic slows further.
  *
@@ -25,10 +30,11 @@ export function publishDbPressure(app: FastifyInstance, deps: ApiDeps, everyMs =
   }
   const timer = setInterval(() => {
     const waiting = deps.database.pool.waitingCount;
-    const p90 = limitMs > 0 ? reads.p90() : undefined;
-    const slow = p90 !== undefined && p90 > limitMs;
+    const p99 = limitMs > 0 ? reads.p99() : undefined;
+    const slow = p99 !== undefined && p99 > limitMs;
     if ((waiting > 0 || slow) && deps.redis.status === 'ready') {
-      deps.redis.set(key, waiting > 0 ? `pool:${waiting}` : `p90:${Math.round(p90!)}ms`, 'PX', 2_000).catch(() => {});
+      const [value, holdMs] = waiting > 0 ? [`pool:${waiting}`, 2_000] : [`p99:${Math.round(p99!)}ms`, LATENCY_HOLD_MS];
+      deps.redis.set(key, value, 'PX', holdMs).catch(() => {});
     }
   }, everyMs);
   timer.unref();
@@ -46,14 +52,14 @@ export class ReadLatencies {
     if (this.samples.length > 10_000) this.samples.splice(0, this.samples.length - 10_000);
   }
 
-  /** The 90th percentile of the window, or undefined with fewer than MIN_SAMPLES reads in it. */
-  p90(now = Date.now()): number | undefined {
+  /** The 99th percentile of the window, or undefined with fewer than MIN_SAMPLES reads in it. */
+  p99(now = Date.now()): number | undefined {
     const from = now - this.windowMs;
     let first = 0;
     while (first < this.samples.length && this.samples[first]!.at < from) first++;
     if (first > 0) this.samples.splice(0, first);
     if (this.samples.length < MIN_SAMPLES) return undefined;
     const sorted = this.samples.map((s) => s.ms).sort((a, b) => a - b);
-    return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.9))];
+    return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))];
   }
 }
