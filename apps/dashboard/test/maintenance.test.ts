@@ -1,4 +1,4 @@
-import { auditLog, createTeam, insertJob, jobChunks, jobEvents, queueSamples, recordJobEvent, startAudit, uuidv7 } from '@platform/db';
+import { auditLog, cmsImportKeys, createTeam, insertJob, jobChunks, jobEvents, queueSamples, recordJobEvent, startAudit, uuidv7 } from '@platform/db';
 import { bulkWriteJob, exportJob } from '@platform/jobs';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -124,6 +124,12 @@ describe('retention', () => {
     const stuck = await make('queued', 120);
     await t.database.db.insert(jobChunks).values({ jobId: old.id, seq: 1, lease: 1, rows: 10, durationMs: 5 });
     await recordJobEvent(t.database.db, { jobId: old.id, kind: 'completed' });
+    // Claims a failed import kept for a retry: purged with its job; a younger job's stay.
+    await t.database.db.insert(cmsImportKeys).values([
+      { jobId: oldFailed.id, identifier: 'a', line: 1 },
+      { jobId: oldFailed.id, identifier: 'b', line: 2 },
+      { jobId: finishedRecently.id, identifier: 'a', line: 1 },
+    ]);
 
     const entry = (at: Date) => startAudit(t.database.db, { actor: 'x', actorRole: 'operator', via: 'session', action: 'job.cancel', params: {}, jobIds: [old.id] }).then((r) =>
       t.database.db.update(auditLog).set({ at }).where(eq(auditLog.id, r.id)),
@@ -137,6 +143,8 @@ describe('retention', () => {
     expect(left.rows.map((r) => r.id).sort()).toEqual([finishedRecently.id, young.id, stuck.id].sort());
     expect(await t.database.db.select().from(jobChunks).where(eq(jobChunks.jobId, old.id))).toEqual([]);
     expect(await t.database.db.select().from(jobEvents).where(eq(jobEvents.jobId, old.id))).toEqual([]);
+    const claims = await t.database.db.select({ jobId: cmsImportKeys.jobId }).from(cmsImportKeys);
+    expect(claims.map((c) => c.jobId)).toEqual([finishedRecently.id]);
     const audit = await t.database.db.select({ n: sql<number>`count(*)::int` }).from(auditLog);
     expect(audit[0]!.n).toBe(1);
   });

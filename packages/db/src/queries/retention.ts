@@ -9,21 +9,28 @@ import type { DbOrTx } from '../client';
 
 /**
  * Ended jobs (completed, failed, cancelled) created and finished before `cutoff`, with their
- * chunks, events and import scratch rows (foreign keys cascade). Queued and running jobs are
- * kept however old they are. Walks `jobs_created_idx` from the oldest row.
+ * chunks and events (foreign keys cascade) and the import claims a failed import kept for its
+ * retry (no foreign key there: deleted here). Queued and running jobs are kept however old they
+ * are. Walks `jobs_created_idx` from the oldest row.
  */
 export async function purgeJobHistory(db: DbOrTx, cutoff: Date, batch = 5_000): Promise<number> {
-  const r = await db.execute(sql`
-    delete from jobs where id in (
-      select id from jobs
-      where created_at < ${cutoff.toISOString()}::timestamptz
-        and status in ('completed', 'failed', 'cancelled')
-        and coalesce(finished_at, created_at) < ${cutoff.toISOString()}::timestamptz
-      order by created_at
-      limit ${batch}
-      for update skip locked
-    )`);
-  return r.rowCount ?? 0;
+  const r = await db.execute<{ n: number }>(sql`
+    with gone as (
+      delete from jobs where id in (
+        select id from jobs
+        where created_at < ${cutoff.toISOString()}::timestamptz
+          and status in ('completed', 'failed', 'cancelled')
+          and coalesce(finished_at, created_at) < ${cutoff.toISOString()}::timestamptz
+        order by created_at
+        limit ${batch}
+        for update skip locked
+      )
+      returning id
+    ), claims as (
+      delete from cms_import_keys k using gone where k.job_id = gone.id
+    )
+    select count(*)::int as n from gone`);
+  return r.rows[0]?.n ?? 0;
 }
 
 export async function purgeAuditLog(db: DbOrTx, cutoff: Date, batch = 5_000): Promise<number> {
