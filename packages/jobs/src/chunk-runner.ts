@@ -1,7 +1,6 @@
-import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import type pg from 'pg';
-import { jobChunks, jobs, schema, type Database, type Db, type JobRow } from '@platform/db';
+import { schema, type Database, type Db, type JobRow } from '@platform/db';
 import type { ChunkSizer } from './chunk-sizer';
 import { FencedError, InjectedFault, StopRun, type StopReason } from './errors';
 
@@ -92,40 +91,44 @@ export class JobRun<C = unknown> {
     let cancelRequested = false;
     let release: ((err?: Error) => void) | undefined = client.release.bind(client);
     try {
-      await client.query('begin');
       try {
+        // One round trip to open the transaction: under a busy event loop every round trip of a
+        // chunk waits its turn, with the transaction's locks held (bench worker-connections).
         await client.query(
-          `select set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)`,
-          [`${this.opts.lockTimeoutMs}ms`, `${this.opts.statementTimeoutMs}ms`],
+          `begin; set local lock_timeout = ${Math.trunc(this.opts.lockTimeoutMs)}; set local statement_timeout = ${Math.trunc(this.opts.statementTimeoutMs)}`,
         );
-        const tx = drizzle(client, { schema });
-        if (chunk.write) await chunk.write({ db: tx, client });
+        if (chunk.write) await chunk.write({ db: drizzle(client, { schema }), client });
         this.maybeFault();
         const seq = this.chunkSeq + 1;
-        const guarded = await tx
-          .update(jobs)
-          .set({
-            checkpoint: chunk.checkpoint,
-            chunkSeq: seq,
-            progressDone: chunk.done,
-            ...(chunk.total !== undefined ? { progressTotal: chunk.total } : {}),
-            updatedAt: sql`now()`,
-          })
-          .where(
-            sql`${jobs.id} = ${this.jobId} and ${jobs.lease} = ${this.lease} and ${jobs.chunkSeq} = ${this.chunkSeq} and ${jobs.status} = 'active'`,
-          )
-          .returning({ cancelRequestedAt: jobs.cancelRequestedAt });
-        if (guarded.length === 0) {
+        // The guarded checkpoint and the chunk's timeline row, in one statement: no row comes
+        // back when the lease or the chunk sequence moved on (a stale run).
+        const guarded = await client.query<{ cancel_requested_at: Date | null }>(
+          `with cp as (
+             update jobs set checkpoint = $1::jsonb, chunk_seq = $2, progress_done = $3,
+               progress_total = case when $4::boolean then $5::bigint else progress_total end, updated_at = now()
+             where id = $6 and lease = $7 and chunk_seq = $8 and status = 'active'
+             returning cancel_requested_at
+           ), timeline as (
+             insert into job_chunks (job_id, seq, lease, rows, duration_ms) select $6, $2, $7, $9, $10 from cp
+           )
+           select cancel_requested_at from cp`,
+          [
+            JSON.stringify(chunk.checkpoint),
+            seq,
+            chunk.done,
+            chunk.total !== undefined,
+            chunk.total ?? null,
+            this.jobId,
+            this.lease,
+            this.chunkSeq,
+            chunk.rows,
+            Math.round(performance.now() - started),
+          ],
+        );
+        if (guarded.rows.length === 0) {
           throw new FencedError(`job ${this.jobId}: lease ${this.lease} / chunk ${this.chunkSeq} is no longer current`);
         }
-        cancelRequested = guarded[0]!.cancelRequestedAt !== null;
-        await tx.insert(jobChunks).values({
-          jobId: this.jobId,
-          seq,
-          lease: this.lease,
-          rows: chunk.rows,
-          durationMs: Math.round(performance.now() - started),
-        });
+        cancelRequested = guarded.rows[0]!.cancel_requested_at !== null;
         await client.query('commit');
         this.chunkSeq = seq;
         this.checkpoint = chunk.checkpoint;
