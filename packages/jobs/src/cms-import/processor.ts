@@ -211,7 +211,7 @@ async function planChunk(
   chunk.total = at.total ?? (eof ? next.rows : undefined);
   if (payload.mode === 'insert') {
     next.inserted += c.valid.length;
-    const insert = c.valid.length > 0 ? insertRowsStatement(table, c.valid) : null;
+    const insert = c.valid.length > 0 ? await insertRowsStatement(table, c.valid) : null;
     chunk.write = async ({ client }) => {
       const n = insert ? ((await client.query(insert)).rowCount ?? 0) : 0;
       if (n !== c.valid.length) throw new Error(`inserted ${n} of ${c.valid.length} rows`);

@@ -17,27 +17,38 @@ export async function insertRows(
   rows: RowInsert[],
 ): Promise<number> {
   if (rows.length === 0) return 0;
-  const res = await client.query(insertRowsStatement(table, rows));
+  const res = await client.query(await insertRowsStatement(table, rows));
   return res.rowCount ?? 0;
 }
 
+/** Rows encoded between two turns of the event loop while a statement is built. */
+const ENCODE_SLICE = 1_000;
+
 /**
- * The statement `insertRows` runs, with every parameter already text: built before the chunk's
- * transaction begins, the JSON and array encoding of thousands of rows (tens of milliseconds of
- * CPU) is not spent while the transaction holds its locks.
+ * The statement `insertRows` runs, with every parameter already text: the rows' data as one JSON
+ * array (no per-element escaping, unlike a `jsonb[]` literal), the ids and identifiers as array
+ * literals. Built before the chunk's transaction begins, and in slices that let the event loop
+ * turn: encoding 13,000 rows took ~100 ms of CPU, during which the process's other chunk
+ * transactions waited for their next statement with their locks held.
  */
-export function insertRowsStatement(table: { id: string; teamId: string }, rows: RowInsert[]): pg.QueryConfig {
+export async function insertRowsStatement(table: { id: string; teamId: string }, rows: RowInsert[]): Promise<pg.QueryConfig> {
+  const ids = new Array<string>(rows.length);
+  const identifiers = new Array<string | null>(rows.length);
+  const data: string[] = [];
+  for (let from = 0; from < rows.length; from += ENCODE_SLICE) {
+    if (from > 0) await new Promise((r) => setImmediate(r));
+    const slice = rows.slice(from, from + ENCODE_SLICE);
+    slice.forEach((r, i) => {
+      ids[from + i] = uuidv7();
+      identifiers[from + i] = r.identifier ?? null;
+    });
+    data.push(JSON.stringify(slice.map((r) => r.data)).slice(1, -1));
+  }
   return {
     text: `insert into cms_rows (id, table_id, team_id, identifier, draft_data)
      select u.id, $1, $2, coalesce(u.ident, u.id::text), u.d
-     from unnest($3::uuid[], $4::text[], $5::jsonb[]) as u(id, ident, d)`,
-    values: [
-      table.id,
-      table.teamId,
-      arrayLiteral(rows.map(() => uuidv7())),
-      arrayLiteral(rows.map((r) => r.identifier ?? null)),
-      arrayLiteral(rows.map((r) => JSON.stringify(r.data))),
-    ],
+     from rows from (unnest($3::uuid[]), unnest($4::text[]), jsonb_array_elements($5::jsonb)) as u(id, ident, d)`,
+    values: [table.id, table.teamId, arrayLiteral(ids), arrayLiteral(identifiers), `[${data.join(',')}]`],
   };
 }
 
