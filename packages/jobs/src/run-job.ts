@@ -148,6 +148,7 @@ export async function runBullJob(
         return hooks.sizer?.size ?? deps.chunkSize;
       },
       pageRows: deps.exportPageRows ?? deps.chunkSize,
+      restartChunkSizing: () => hooks.sizer?.reset(),
     });
     const ended = await end({ status: 'completed', result });
     if (!ended) return { outcome: 'fenced' };

@@ -24,6 +24,14 @@ describe('chunk sizer', () => {
     expect(s.size).toBeLessThanOrEqual(7_000);
   });
 
+  it('starts over from its first size when the run changes kind of chunk', () => {
+    const s = new ChunkSizer(opts);
+    for (let i = 0; i < 10; i++) s.observe(s.size, 1);
+    expect(s.size).toBe(20_000);
+    s.reset();
+    expect(s.size).toBe(1_000);
+  });
+
   it('stays within its bounds and halves under pressure', () => {
     const s = new ChunkSizer(opts);
     s.observe(1_000, 100_000);

@@ -84,6 +84,8 @@ export const importProcessor: Processor<Payload> = async (ctx) => {
       const next: ImportCheckpoint = { ...fresh('write'), total: cp.rows };
       await run.commit({ checkpoint: next, done: 0, total: cp.rows, rows: 0 });
       cp = next;
+      // Claims cost a fraction of a row write: the write pass sizes its chunks afresh.
+      ctx.restartChunkSizing();
     }
     cp = await pass(ctx, table, cp);
   } catch (err) {
