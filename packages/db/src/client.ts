@@ -48,6 +48,14 @@ export function createDatabase(opts: PoolOptions): Database {
   });
   // An idle client losing its server (Postgres restarting) must not crash the process.
   pool.on('error', () => {});
+  // Nor may a checked-out one. pg emits 'error' on a client whose connection ends unexpectedly,
+  // and pg-pool listens only while the client is idle: a client held through `pool.connect()` (a
+  // chunk transaction, any Drizzle `db.transaction`) had no listener, so a restart that caught one
+  // mid-transaction threw an uncaught exception and the worker shut itself down; with no other
+  // worker the job never moved again (fault suite, test/faults/postgres-restart.test.ts). Nothing
+  // is lost by listening: pg also fails the client's pending queries with the error and marks it
+  // unqueryable, so the next query on it fails at once and the pool drops it on release.
+  pool.on('connect', (client) => client.on('error', ignoreClientError));
   if (opts.queryTimeoutMs) pool.on('connect', closeOnQueryTimeout);
   const db = drizzle(pool, { schema });
   let closed = false;
@@ -61,6 +69,8 @@ export function createDatabase(opts: PoolOptions): Database {
     },
   };
 }
+
+function ignoreClientError(): void {}
 
 const isQueryTimeout = (err: unknown) => err instanceof Error && err.message === 'Query read timeout';
 

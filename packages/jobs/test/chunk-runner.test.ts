@@ -172,6 +172,68 @@ describe('chunk runner', () => {
     }
   });
 
+  it('PostgreSQL dropping the connection of a chunk in flight (a restart) fails that chunk transiently, and nothing escapes as an uncaught error', async () => {
+    // pg emits 'error' on a client whose connection ends; a client checked out of the pool had no
+    // listener, so a PostgreSQL restart that caught a chunk transaction crashed the whole worker
+    // (fault suite, test/faults/postgres-restart.test.ts). Both moments are covered: the backend
+    // dies while a statement runs, and while the transaction holds the connection between statements.
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+      await run.commit(rowsChunk(3, { at: 0 }));
+      const before = await state();
+      const terminate = (pid: number) => t.database.pool.query('select pg_terminate_backend($1)', [pid]);
+      const pidOf = async (client: import('pg').PoolClient) => (await client.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+
+      const midStatement = await run
+        .commit({
+          ...rowsChunk(3, { at: 3 }),
+          write: async (w) => {
+            const pid = await pidOf(w.client);
+            await rowsChunk(3, { at: 3 }).write(w);
+            await Promise.all([w.client.query('select pg_sleep(10)'), new Promise((r) => setTimeout(r, 100)).then(() => terminate(pid))]);
+          },
+        })
+        .catch((e: unknown) => e);
+      const betweenStatements = await run
+        .commit({
+          ...rowsChunk(3, { at: 3 }),
+          write: async (w) => {
+            const pid = await pidOf(w.client);
+            await rowsChunk(3, { at: 3 }).write(w);
+            await terminate(pid);
+            await new Promise((r) => setTimeout(r, 300)); // the connection ends while nothing runs on it
+            await w.client.query('select 1');
+          },
+        })
+        .catch((e: unknown) => e);
+      // A Drizzle transaction (the claim) checks its connection out the same way.
+      const inTransaction = await t.database.db
+        .transaction(async (tx) => {
+          const pid = (await tx.execute<{ pid: number }>(sql`select pg_backend_pid() as pid`)).rows[0]!.pid;
+          await terminate(pid);
+          await new Promise((r) => setTimeout(r, 300));
+          await tx.execute(sql`select 1`);
+        })
+        .catch((e: unknown) => e);
+      await new Promise((r) => setTimeout(r, 200));
+
+      expect(uncaught.map(String)).toEqual([]);
+      for (const err of [midStatement, betweenStatements, inTransaction]) {
+        expect(err).toBeInstanceOf(Error);
+        expect(isTransientDbError(err), String(err)).toBe(true);
+      }
+      expect(await state()).toEqual(before);
+      // The pool dropped the dead connections: the same run goes on with the chunk it lost.
+      await run.commit(rowsChunk(3, { at: 3 }));
+      expect((await state()).rows).toBe(before.rows + 3);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+  });
+
   it('runs jobs that share a lock key one at a time, in the order they were accepted', async () => {
     const key = `test:${uuidv7()}`;
     const mk = () =>
