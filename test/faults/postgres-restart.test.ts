@@ -9,6 +9,7 @@ import { waitFor } from '../helpers';
 import { figure } from './figures';
 import {
   chunkFigures,
+  createTable,
   createWorkspace,
   Fleet,
   jobState,
@@ -133,6 +134,32 @@ describe('PostgreSQL restart', () => {
     );
     expect(read.status).toBe(503);
     expect(movedMs).toBeLessThan(60_000);
+    expect(held).toBe(true);
+  }, 300_000);
+
+  it('a PostgreSQL outage of 45 s, longer than the retry schedule: the job waits it out using no attempt and ends exact', async () => {
+    const ROWS = 60_000;
+    const tableId = await createTable(api, ws.token, ws.projectId, undefined, 'long-outage');
+    fleet.start();
+    const id = await postImport(api, ws.token, tableId, ndjsonFile(ROWS, 'l-'), 'format=ndjson&onError=skip');
+    await waitFor(async () => (await jobState(database, id)).done >= 10_000, { timeoutMs: 60_000, intervalMs: 20, what: 'progress' });
+    const before = await jobState(database, id);
+
+    await server.stop();
+    const downAt = Date.now();
+    // 5 attempts with 2 s exponential backoff are spent in about 30 s: this outage outlasts them.
+    await sleep(45_000);
+    server = await startPostgres({ dir: pgDir, port: server.port, persistent: true, fsync: false });
+    const upAt = Date.now();
+    const done = await waitEnded(database, id, 180_000);
+    const rows = await tableFigures(database, tableId);
+    const chunks = await chunkFigures(database, id);
+    const held = figure(
+      `PostgreSQL outage of ${((upAt - downAt) / 1000).toFixed(0)} s (longer than the retry schedule): the job`,
+      `${done.status}${done.status !== 'completed' && done.error ? ` (${done.error.code}: ${done.error.message})` : ''} ${((Date.now() - upAt) / 1000).toFixed(1)} s after the restart, ${rows.n} rows, ${rows.n - rows.idents} duplicates, chunks ${chunks.contiguous ? 'contiguous' : 'GAPS'}, attempts ${before.attempts} → ${done.attempts}`,
+      `completed, ${ROWS} rows, 0 duplicates, chunks contiguous, no attempt used`,
+      done.status === 'completed' && rows.n === ROWS && rows.idents === ROWS && chunks.contiguous && chunks.rows === ROWS && done.attempts === before.attempts,
+    );
     expect(held).toBe(true);
   }, 300_000);
 });

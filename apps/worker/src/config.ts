@@ -26,6 +26,8 @@ const schema = z
     WORKER_STALLED_INTERVAL_MS: int(30_000),
     WORKER_MAX_STALLED_COUNT: int(3),
     WORKER_BLOCKED_RETRY_MS: int(500),
+    /** A job waits this long for an unreachable database without using its attempts. */
+    WORKER_DB_OUTAGE_GRACE_MS: int(10 * 60_000),
     /** Connections all workers together may hold, leased through Redis; 0 turns the budget off. */
     WORKER_DB_BUDGET: z.coerce.number().int().min(0).default(20),
     WORKER_DB_BUDGET_TTL_MS: int(15_000),
@@ -96,6 +98,7 @@ const schema = z
       stalledIntervalMs: c.WORKER_STALLED_INTERVAL_MS,
       maxStalledCount: c.WORKER_MAX_STALLED_COUNT,
       blockedRetryMs: c.WORKER_BLOCKED_RETRY_MS,
+      dbOutageGraceMs: c.WORKER_DB_OUTAGE_GRACE_MS,
       dbBudget: c.WORKER_DB_BUDGET,
       dbBudgetTtlMs: c.WORKER_DB_BUDGET_TTL_MS,
       chunkBudgetMs: c.WORKER_CHUNK_BUDGET_MS,

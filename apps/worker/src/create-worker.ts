@@ -136,6 +136,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     chunkSize: config.chunkSize,
     exportPageRows: config.exportPageRows,
     blockedRetryMs: config.blockedRetryMs,
+    dbOutageGraceMs: config.dbOutageGraceMs,
     processors,
     chunk: {
       lockTimeoutMs: config.lockTimeoutMs,

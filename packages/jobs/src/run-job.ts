@@ -2,6 +2,7 @@ import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import {
   claimJob,
   finishJob,
+  isConnectionError,
   isTransientDbError,
   nextDispatch,
   sqlState,
@@ -36,6 +37,11 @@ export interface RunnerDeps {
   exportPageRows?: number;
   /** How long a job waits before asking again when an earlier job holds its table. */
   blockedRetryMs: number;
+  /**
+   * How long a delivery waits out an unreachable database without using its attempts (default
+   * 10 min); past it, failures count as usual.
+   */
+  dbOutageGraceMs?: number;
   processors: Record<string, Processor>;
   /** Overrides the job types' maximum run time (ms), e.g. from configuration. */
   maxRunTimeMs?: Partial<Record<string, number>>;
@@ -95,7 +101,14 @@ export async function runBullJob(
     await job.moveToDelayed(Date.now(), token);
     throw new DelayedError();
   }
-  const claim = await claimJob(deps.database.db, jobId, deps.owner, { teamMaxRunning: deps.teamMaxRunning });
+  let claim: Awaited<ReturnType<typeof claimJob>>;
+  try {
+    claim = await claimJob(deps.database.db, jobId, deps.owner, { teamMaxRunning: deps.teamMaxRunning });
+  } catch (err) {
+    if (isConnectionError(err)) await waitOutOutage(job, token, deps, err);
+    throw err;
+  }
+  if (typeof job.data?.dbOutageSince === 'number') await job.updateData(withoutOutage(job.data)).catch(() => {});
   if (claim.kind === 'missing' || claim.kind === 'ended') {
     return { outcome: 'skipped', reason: claim.kind === 'ended' ? claim.job.status : 'missing' };
   }
@@ -155,7 +168,7 @@ export async function runBullJob(
     log.info({ jobId, type, chunks: run.chunkSeq, longestChunkMs: Math.round(run.longestChunkMs) }, 'job completed');
     return { outcome: 'completed', result };
   } catch (err) {
-    return await onRunError(err, job, row, run, deps, end);
+    return await onRunError(err, job, token, row, run, deps, end);
   }
 }
 
@@ -196,6 +209,7 @@ export async function forgiveBlamelessStall(job: Job, deps: RunnerDeps): Promise
 async function onRunError(
   err: unknown,
   job: Job,
+  token: string | undefined,
   row: JobRow,
   run: JobRun,
   deps: RunnerDeps,
@@ -243,6 +257,11 @@ async function onRunError(
     log.warn({ jobId: row.id, err: info.message, delayMs }, 'chunk hit a lock timeout; waiting for the lock without using an attempt');
     return { outcome: 'handed_back', reason: 'lock_wait' };
   }
+  if (isConnectionError(err) && !(await databaseAnswers(deps))) {
+    // The database went away under the run (a restart, a failover): the chunk rolled back, and
+    // nothing can be recorded until it is back. Not the job's fault: wait, using no attempt.
+    await waitOutOutage(job, token, deps, err);
+  }
   const attempts = job.opts.attempts ?? 1;
   const final = job.attemptsMade + 1 >= attempts;
   log.warn({ jobId: row.id, err: info.message, attempt: job.attemptsMade + 1, of: attempts }, 'run failed');
@@ -252,6 +271,51 @@ async function onRunError(
     await recordRetryableFailure(deps.database.db, row.id, row.lease, info).catch(() => {});
   }
   throw err;
+}
+
+/**
+ * Puts the delivery back as delayed, using no attempt, while the database cannot be reached:
+ * with attempts counted, an outage longer than the backoff schedule (5 attempts, 2 s exponential:
+ * ~30 s) failed the job in Redis while its history row, unwritable, stayed `active` for good
+ * (fault suite, a 45 s PostgreSQL outage). The wait is bounded by `dbOutageGraceMs` from the first
+ * failure (kept in the BullMQ job's data); past it the failure counts (a job that itself brings
+ * the database down must not loop forever). Returns only when the grace is spent.
+ */
+async function waitOutOutage(job: Job, token: string | undefined, deps: RunnerDeps, err: unknown): Promise<void> {
+  const now = Date.now();
+  const since = typeof job.data?.dbOutageSince === 'number' ? (job.data.dbOutageSince as number) : now;
+  if (now - since > (deps.dbOutageGraceMs ?? 10 * 60_000)) return;
+  if (since === now) await job.updateData({ ...job.data, dbOutageSince: since });
+  const delayMs = Math.round(OUTAGE_RETRY_MS * (0.5 + Math.random()));
+  deps.log.warn(
+    { jobId: (job.data as { jobId?: string }).jobId, err: err instanceof Error ? err.message : String(err), delayMs, outageS: Math.round((now - since) / 1000) },
+    'database unreachable; waiting for it without using an attempt',
+  );
+  await job.moveToDelayed(now + delayMs, token);
+  throw new DelayedError();
+}
+
+/** Mean wait between two tries of a delivery while the database cannot be reached. */
+const OUTAGE_RETRY_MS = 2_000;
+
+function withoutOutage(data: Record<string, unknown>): Record<string, unknown> {
+  const { dbOutageSince: _, ...rest } = data;
+  return rest;
+}
+
+/** Whether the database answers a trivial query within 2 s (a dropped connection may be one of many). */
+async function databaseAnswers(deps: RunnerDeps): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      deps.database.pool.query('select 1').then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 2_000))),
+    ]);
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
