@@ -34,7 +34,11 @@ const schema = z
     /** Chunk transactions aim at this duration; 0 keeps every chunk at WORKER_CHUNK_SIZE. */
     WORKER_CHUNK_BUDGET_MS: z.coerce.number().int().min(0).default(200),
     WORKER_CHUNK_MIN: int(100),
-    WORKER_CHUNK_MAX: int(20_000),
+    /**
+     * At most this many rows per chunk, however cheap the rows: a chunk's rows and the next one's,
+     * read ahead, are in memory at once (20,000 made the 1M import's peak RSS the larger one).
+     */
+    WORKER_CHUNK_MAX: int(10_000),
     /** Rows per export page: a page is read outside any transaction, so no chunk budget bounds it. */
     WORKER_EXPORT_PAGE_ROWS: int(20_000),
     /** A run holds a slot at least this long before yielding to another team's waiting job. */
