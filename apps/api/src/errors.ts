@@ -1,22 +1,9 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { isConnectionError } from '@platform/db';
+import { ERROR_STATUS, isRedisUnavailable, type ErrorCode } from '@platform/jobs';
 
-/** The one table of error codes and statuses (shared/API.md). */
-export const ERROR_STATUS = {
-  validation_failed: 400,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  conflict: 409,
-  payload_too_large: 413,
-  unsupported_media_type: 415,
-  rate_limited: 429,
-  internal: 500,
-  not_implemented: 501,
-  dependency_unavailable: 503,
-} as const;
-export type ErrorCode = keyof typeof ERROR_STATUS;
+export { ERROR_STATUS, isRedisUnavailable, type ErrorCode };
 
 export class AppError extends Error {
   constructor(
@@ -35,14 +22,6 @@ export class AppError extends Error {
 export const notFound = (what: string) => new AppError('not_found', `${what} not found`);
 
 const MAX_DETAILS = 100;
-
-/** Errors from Redis (ioredis, BullMQ) that mean "Redis does not answer". */
-export function isRedisUnavailable(err: unknown): boolean {
-  const msg = err instanceof Error ? err.message : String(err);
-  return /enableOfflineQueue|Connection is closed|Stream isn't writeable|ECONNREFUSED|Command timed out|connect ETIMEDOUT|MaxRetriesPerRequest/i.test(
-    msg,
-  );
-}
 
 function send(reply: FastifyReply, err: AppError): FastifyReply {
   if (err.code === 'dependency_unavailable' || err.code === 'rate_limited') {

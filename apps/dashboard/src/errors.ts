@@ -1,20 +1,9 @@
 import { isConnectionError } from '@platform/db';
+import { ERROR_STATUS, isRedisUnavailable, type ErrorCode } from '@platform/jobs';
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 
-/** The codes of API.md this app answers with, and their statuses: one table, one error shape. */
-export const ERROR_STATUS = {
-  validation_failed: 400,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  conflict: 409,
-  payload_too_large: 413,
-  unsupported_media_type: 415,
-  rate_limited: 429,
-  dependency_unavailable: 503,
-  internal: 500,
-} as const;
-export type ErrorCode = keyof typeof ERROR_STATUS;
+// The codes and statuses of API.md: the same table as the API's, one error shape.
+export { ERROR_STATUS, type ErrorCode };
 
 export function sendError(reply: FastifyReply, code: ErrorCode, message: string, retryAfterS?: number): FastifyReply {
   if (code === 'dependency_unavailable') reply.header('retry-after', String(retryAfterS ?? 5));
@@ -33,11 +22,6 @@ export class DashboardError extends Error {
   }
 }
 
-function isRedisDown(err: unknown): boolean {
-  const msg = err instanceof Error ? err.message : '';
-  return /Stream isn't writeable|enableOfflineQueue|Connection is closed|ECONNREFUSED|Command timed out/i.test(msg);
-}
-
 /** The one error handler: 4xx say what was wrong, 5xx hide internals (the log has them). */
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
@@ -46,7 +30,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (status === 413) return sendError(reply, 'payload_too_large', 'the request body is too large');
     if (status === 415) return sendError(reply, 'unsupported_media_type', 'this content type is not accepted here');
     if (status >= 400 && status < 500) return sendError(reply, 'validation_failed', err.message);
-    if (isConnectionError(err) || isRedisDown(err)) {
+    if (isConnectionError(err) || isRedisUnavailable(err)) {
       request.log.warn({ err }, 'dependency unavailable');
       return sendError(reply, 'dependency_unavailable', 'PostgreSQL or Redis does not answer; try again shortly');
     }

@@ -33,3 +33,27 @@ export class StopRun extends Error {
 export class InjectedFault extends Error {
   override name = 'InjectedFault';
 }
+
+/** The error codes of the HTTP contract (shared/API.md) and their statuses: one table for every app. */
+export const ERROR_STATUS = {
+  validation_failed: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  rate_limited: 429,
+  internal: 500,
+  not_implemented: 501,
+  dependency_unavailable: 503,
+} as const;
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** Errors from Redis (ioredis, BullMQ) that mean "Redis does not answer". */
+export function isRedisUnavailable(err: unknown): boolean {
+  const msg = err instanceof Error ? err.message : String(err);
+  return /enableOfflineQueue|Connection is closed|Stream isn't writeable|ECONNREFUSED|Command timed out|connect ETIMEDOUT|MaxRetriesPerRequest/i.test(
+    msg,
+  );
+}
