@@ -56,6 +56,30 @@ describe('lingering close', () => {
     expect(answer.toLowerCase()).toContain('connection: close');
   });
 
+  // While the connection lingers its parser still reads; Node runs nothing more on a connection
+  // whose answer said `Connection: close`. This guards that a lingering socket keeps it so.
+  it('a request pipelined behind a refused body does not run', async () => {
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    sock.on('error', () => {});
+    const chunks: Buffer[] = [];
+    sock.on('data', (d: Buffer) => chunks.push(d));
+    const big = 2 * 1024 * 1024;
+    const second = JSON.stringify({ name: 'pipelined-after-413' });
+    sock.write(
+      [`POST /v1/admin/teams HTTP/1.1`, 'host: x', `authorization: Bearer ${ADMIN_TOKEN}`, 'content-type: application/json', `content-length: ${big}`, '', ''].join('\r\n'),
+    );
+    sock.write(Buffer.alloc(big, 0x20));
+    sock.write(
+      [`POST /v1/admin/teams HTTP/1.1`, 'host: x', `authorization: Bearer ${ADMIN_TOKEN}`, 'content-type: application/json', `content-length: ${Buffer.byteLength(second)}`, '', second].join('\r\n'),
+    );
+    await Promise.race([new Promise((r) => sock.once('close', r)), sleep(6_000)]);
+    sock.destroy();
+    expect(Buffer.concat(chunks).toString('latin1').split('\r\n')[0]).toBe('HTTP/1.1 413 Payload Too Large');
+    const teams = await t.database.pool.query(`select count(*)::int as n from teams where name = 'pipelined-after-413'`);
+    expect(teams.rows[0].n).toBe(0);
+  });
+
   it('the server still cuts a client that keeps sending: the connection ends within seconds', async () => {
     const sock = net.connect(port, '127.0.0.1');
     await new Promise((r) => sock.once('connect', r));
