@@ -69,7 +69,8 @@ export class Producer {
     if (size > MAX_ENVELOPE_BYTES) {
       throw new EnvelopeTooLargeError(`job envelope is ${size} bytes; Redis carries at most ${MAX_ENVELOPE_BYTES}`);
     }
-    const rank = this.db ? await teamQueueRank(this.db, row) : 0;
+    // The rank orders a team's line; without it (the database did not answer) the job still goes.
+    const rank = this.db ? await teamQueueRank(this.db, row).catch(() => 0) : 0;
     await this.queue(def.queue).add(def.name, envelope, {
       ...bullJobOptions(def),
       jobId: bullJobId(row.id, row.dispatches),

@@ -105,10 +105,9 @@ export async function runBullJob(
   try {
     claim = await claimJob(deps.database.db, jobId, deps.owner, { teamMaxRunning: deps.teamMaxRunning });
   } catch (err) {
-    if (isConnectionError(err)) await waitOutOutage(job, token, deps, err);
+    if (isConnectionError(err)) await waitOutOutage(job, token, deps, err, false);
     throw err;
   }
-  if (typeof job.data?.dbOutageSince === 'number') await job.updateData(withoutOutage(job.data)).catch(() => {});
   if (claim.kind === 'missing' || claim.kind === 'ended') {
     return { outcome: 'skipped', reason: claim.kind === 'ended' ? claim.job.status : 'missing' };
   }
@@ -260,7 +259,8 @@ async function onRunError(
   if (isConnectionError(err) && !(await databaseAnswers(deps))) {
     // The database went away under the run (a restart, a failover): the chunk rolled back, and
     // nothing can be recorded until it is back. Not the job's fault: wait, using no attempt.
-    await waitOutOutage(job, token, deps, err);
+    // A run that committed chunks since its claim got through the last outage: this is a new one.
+    await waitOutOutage(job, token, deps, err, run.chunkSeq > row.chunkSeq);
   }
   const attempts = job.opts.attempts ?? 1;
   const final = job.attemptsMade + 1 >= attempts;
@@ -278,14 +278,17 @@ async function onRunError(
  * with attempts counted, an outage longer than the backoff schedule (5 attempts, 2 s exponential:
  * ~30 s) failed the job in Redis while its history row, unwritable, stayed `active` for good
  * (fault suite, a 45 s PostgreSQL outage). The wait is bounded by `dbOutageGraceMs` from the first
- * failure (kept in the BullMQ job's data); past it the failure counts (a job that itself brings
- * the database down must not loop forever). Returns only when the grace is spent.
+ * failure (kept in the BullMQ job's data), and the clock only starts over once a run has committed
+ * chunks since (`progressed`): a job that itself brings the database down (a statement that
+ * crashes its backend) makes no progress, and past the grace its failures count as usual.
+ * Returns only when the grace is spent.
  */
-async function waitOutOutage(job: Job, token: string | undefined, deps: RunnerDeps, err: unknown): Promise<void> {
+async function waitOutOutage(job: Job, token: string | undefined, deps: RunnerDeps, err: unknown, progressed: boolean): Promise<void> {
   const now = Date.now();
-  const since = typeof job.data?.dbOutageSince === 'number' ? (job.data.dbOutageSince as number) : now;
+  const recorded = typeof job.data?.dbOutageSince === 'number' ? (job.data.dbOutageSince as number) : undefined;
+  const since = recorded === undefined || progressed ? now : recorded;
   if (now - since > (deps.dbOutageGraceMs ?? 10 * 60_000)) return;
-  if (since === now) await job.updateData({ ...job.data, dbOutageSince: since });
+  if (since !== recorded) await job.updateData({ ...job.data, dbOutageSince: since });
   const delayMs = Math.round(OUTAGE_RETRY_MS * (0.5 + Math.random()));
   deps.log.warn(
     { jobId: (job.data as { jobId?: string }).jobId, err: err instanceof Error ? err.message : String(err), delayMs, outageS: Math.round((now - since) / 1000) },
@@ -297,11 +300,6 @@ async function waitOutOutage(job: Job, token: string | undefined, deps: RunnerDe
 
 /** Mean wait between two tries of a delivery while the database cannot be reached. */
 const OUTAGE_RETRY_MS = 2_000;
-
-function withoutOutage(data: Record<string, unknown>): Record<string, unknown> {
-  const { dbOutageSince: _, ...rest } = data;
-  return rest;
-}
 
 /** Whether the database answers a trivial query within 2 s (a dropped connection may be one of many). */
 async function databaseAnswers(deps: RunnerDeps): Promise<boolean> {

@@ -25,7 +25,11 @@ export function publishDbPressure(app: FastifyInstance, deps: ApiDeps, everyMs =
   const reads = new ReadLatencies(WINDOW_MS);
   if (limitMs > 0) {
     app.addHook('onResponse', async (request, reply) => {
-      if (request.method === 'GET' && request.url.startsWith('/v1/') && reply.statusCode < 500) reads.add(reply.elapsedTime);
+      // Reads of rows and jobs; a download's time is the client's own streaming, not the database's.
+      const route = request.routeOptions.url ?? '';
+      if (request.method === 'GET' && route.startsWith('/v1/') && !route.endsWith('/download') && reply.statusCode < 500) {
+        reads.add(reply.elapsedTime);
+      }
     });
   }
   const timer = setInterval(() => {
@@ -52,7 +56,10 @@ export class ReadLatencies {
     if (this.samples.length > 10_000) this.samples.splice(0, this.samples.length - 10_000);
   }
 
-  /** The 99th percentile of the window, or undefined with fewer than MIN_SAMPLES reads in it. */
+  /**
+   * The 99th percentile of the window, or undefined with fewer than MIN_SAMPLES reads in it. Taken
+   * as the k-th slowest read with k at least 2, so that one outlier (a GC pause) never makes it.
+   */
   p99(now = Date.now()): number | undefined {
     const from = now - this.windowMs;
     let first = 0;
@@ -60,6 +67,7 @@ export class ReadLatencies {
     if (first > 0) this.samples.splice(0, first);
     if (this.samples.length < MIN_SAMPLES) return undefined;
     const sorted = this.samples.map((s) => s.ms).sort((a, b) => a - b);
-    return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))];
+    const k = Math.max(2, Math.ceil(sorted.length * 0.01));
+    return sorted[sorted.length - k];
   }
 }

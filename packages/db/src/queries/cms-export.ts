@@ -25,10 +25,13 @@ function uuidLiteral(value: string): string {
   return `'${value}'::uuid`;
 }
 
-/** A text inlined into SQL as a standard string literal (PostgreSQL's default quoting since 9.1). */
+/**
+ * A text inlined into SQL as an escape string literal (`E'…'`, backslashes and quotes doubled):
+ * read the same whatever `standard_conforming_strings` says.
+ */
 function textLiteral(value: string): string {
   if (value.includes('\0')) throw new Error('a NUL character cannot be part of an SQL literal');
-  return `'${value.replaceAll("'", "''")}'`;
+  return `E'${value.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`;
 }
 
 /**

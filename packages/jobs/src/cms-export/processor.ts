@@ -126,15 +126,16 @@ async function* copyOut(pool: pg.Pool, sql: string, records: ExportRecords, head
   if (header) yield header;
   const client = await pool.connect();
   let failure: Error | undefined;
-  const stream = client.query(copyTo(sql));
+  let stream: ReturnType<typeof copyTo> | undefined;
   try {
+    stream = client.query(copyTo(sql));
     for await (const chunk of stream as AsyncIterable<Buffer>) yield records.push(chunk);
   } catch (err) {
     failure = err as Error;
     throw err;
   } finally {
-    if (!failure && !stream.readableEnded) failure = new Error('the export page was not read to its end');
-    if (failure) stream.destroy();
+    if (!failure && !stream?.readableEnded) failure = new Error('the export page was not read to its end');
+    if (failure) stream?.destroy();
     client.release(failure);
   }
 }
