@@ -56,8 +56,7 @@ describe('lingering close', () => {
     expect(answer.toLowerCase()).toContain('connection: close');
   });
 
-  // While the connection lingers its parser still reads; Node runs nothing more on a connection
-  // whose answer said `Connection: close`. This guards that a lingering socket keeps it so.
+  // While the connection lingers its parser still reads, and Node would run the next request.
   it('a request pipelined behind a refused body does not run', async () => {
     const sock = net.connect(port, '127.0.0.1');
     await new Promise((r) => sock.once('connect', r));

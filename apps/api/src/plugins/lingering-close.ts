@@ -1,6 +1,8 @@
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 
+type LingeringSocket = Socket & { lingering?: true };
+
 /** How long a connection whose request body was refused part-way keeps draining before it is cut. */
 export const LINGER_MS = 3_000;
 
@@ -17,9 +19,19 @@ export const LINGER_MS = 3_000;
  * Such a connection is never kept alive: draining a body of unbounded length is not worth it.
  */
 export function registerLingeringClose(app: FastifyInstance): void {
+  // While it lingers, the connection's parser still reads what follows the refused body, and Node
+  // runs a request pipelined behind it (seen in apps/api/test/lingering-close.test.ts: a team got
+  // created). Its answer could never be written: such a request is dropped with the connection.
+  app.addHook('onRequest', async (request, reply) => {
+    const socket = request.raw.socket as LingeringSocket | null;
+    if (socket?.lingering) {
+      socket.destroy();
+      reply.hijack();
+    }
+  });
   app.addHook('onSend', async (request, reply, payload) => {
     const req = request.raw;
-    const socket = req.socket as (Socket & { lingering?: true }) | null;
+    const socket = req.socket as LingeringSocket | null;
     if (req.complete || !socket || socket.lingering) return payload;
     // Kept alive, Node would read the rest of the body to reuse the connection, however long the
     // client keeps sending: this connection ends instead, after at most LINGER_MS of draining.
