@@ -1,16 +1,17 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestEnv, waitFor, type TestEnv } from '../helpers';
+import { FAST_TAKEOVER_ENV, waitFor, type TestEnv } from '../helpers';
 import { figure } from './figures';
 import {
+  closeFaultWorld,
   createTable,
   createWorkspace,
   ENDED,
   Fleet,
   jobState,
   ndjsonFile,
+  openFaultWorld,
   postImport,
   sleep,
-  startApi,
   tableFigures,
   waitEnded,
   type ApiProcess,
@@ -25,30 +26,18 @@ let t: TestEnv;
 let api: ApiProcess;
 let poisonTeam: Workspace;
 let neighbours: Workspace;
-const fleet = new Fleet(() => ({
-  ...t.env,
-  WORKER_PORT: '0',
-  WORKER_LOCK_DURATION_MS: '2000',
-  WORKER_STALLED_INTERVAL_MS: '1000',
-  WORKER_IDLE_IN_TX_TIMEOUT_MS: '3000',
-  WORKER_LOCK_TIMEOUT_MS: '1000',
-  LOG_LEVEL: 'info',
-}));
+// Short locks, so a killed worker's job is taken over within seconds.
+const fleet = new Fleet(() => ({ ...t.env, ...FAST_TAKEOVER_ENV }));
 
 beforeAll(async () => {
-  t = await createTestEnv();
-  api = await startApi(t.env);
+  ({ t, api } = await openFaultWorld());
   poisonTeam = await createWorkspace(api, 'poison');
   neighbours = await createWorkspace(api, 'neighbours');
 });
 
 afterEach(() => fleet.killAll());
 
-afterAll(async () => {
-  await fleet.killAll();
-  await api?.stop();
-  await t?.cleanup();
-});
+afterAll(() => closeFaultWorld({ t, api }, fleet));
 
 describe('crash loops and retry limits', () => {
   it('a job that kills its process every time ends failed after its allowed stalls while 100 neighbouring jobs complete', async () => {

@@ -1,8 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestEnv, waitFor, type AppProcess, type TestEnv } from '../helpers';
+import { FAST_TAKEOVER_ENV, waitFor, type AppProcess, type TestEnv } from '../helpers';
 import { figure } from './figures';
 import {
   chunkFigures,
+  closeFaultWorld,
   createTable,
   createWorkspace,
   ENDED,
@@ -10,10 +11,10 @@ import {
   jobState,
   logLines,
   ndjsonFile,
+  openFaultWorld,
   postImport,
   rng,
   sleep,
-  startApi,
   tableFigures,
   waitEnded,
   type ApiProcess,
@@ -28,30 +29,16 @@ let t: TestEnv;
 let api: ApiProcess;
 let ws: Workspace;
 // Short locks, so a killed or frozen worker's job is taken over within seconds.
-const fleet = new Fleet(() => ({
-  ...t.env,
-  WORKER_PORT: '0',
-  WORKER_QUEUES: 'cms-import',
-  WORKER_LOCK_DURATION_MS: '2000',
-  WORKER_STALLED_INTERVAL_MS: '1000',
-  WORKER_IDLE_IN_TX_TIMEOUT_MS: '3000',
-  WORKER_LOCK_TIMEOUT_MS: '1000',
-  LOG_LEVEL: 'info',
-}));
+const fleet = new Fleet(() => ({ ...t.env, ...FAST_TAKEOVER_ENV, WORKER_QUEUES: 'cms-import' }));
 
 beforeAll(async () => {
-  t = await createTestEnv();
-  api = await startApi(t.env);
+  ({ t, api } = await openFaultWorld());
   ws = await createWorkspace(api, 'crashes');
 });
 
 afterEach(() => fleet.killAll());
 
-afterAll(async () => {
-  await fleet.killAll();
-  await api?.stop();
-  await t?.cleanup();
-});
+afterAll(() => closeFaultWorld({ t, api }, fleet));
 
 const owner = (w: AppProcess) => new RegExp(`:${w.child.pid}$`);
 

@@ -1,18 +1,19 @@
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestEnv, waitFor, type TestEnv } from '../helpers';
+import { waitFor, type TestEnv } from '../helpers';
 import { figure } from './figures';
 import {
   chunkFigures,
+  closeFaultWorld,
   createTable,
   createWorkspace,
   Fleet,
   jobState,
   logLines,
   ndjsonFile,
+  openFaultWorld,
   postImport,
   sleep,
-  startApi,
   startTcpProxy,
   tableFigures,
   waitEnded,
@@ -38,18 +39,13 @@ const fleet = new Fleet(() => ({
 }));
 
 beforeAll(async () => {
-  t = await createTestEnv();
-  api = await startApi(t.env);
+  ({ t, api } = await openFaultWorld());
   ws = await createWorkspace(api, 'postgres-faults');
 });
 
 afterEach(() => fleet.killAll());
 
-afterAll(async () => {
-  await fleet.killAll();
-  await api?.stop();
-  await t?.cleanup();
-});
+afterAll(() => closeFaultWorld({ t, api }, fleet));
 
 describe('PostgreSQL faults', () => {
   it('a conflicting lock held for 60 s: chunks fail with lock timeouts and retry; the job completes after, with no partial chunk', async () => {

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { Database } from '@platform/db';
 import { freePort } from '../../scripts/lib/services';
-import { ADMIN_TOKEN, spawnApp, waitFor, type AppProcess } from '../helpers';
+import { ADMIN_TOKEN, createTestEnv, spawnApp, waitFor, type AppProcess, type TestEnv } from '../helpers';
 
 /** Shared pieces of the fault suite: real API and worker processes, and the checks every test makes. */
 
@@ -235,6 +235,24 @@ export class Fleet {
     await Promise.all(this.all.map((w) => w.exited));
     this.all.length = 0;
   }
+}
+
+/** What most fault files stand on: a cloned database on the shared server and the API as a process. */
+export interface FaultWorld {
+  t: TestEnv;
+  api: ApiProcess;
+}
+
+export async function openFaultWorld(): Promise<FaultWorld> {
+  const t = await createTestEnv();
+  return { t, api: await startApi(t.env) };
+}
+
+/** Stops the file's workers, then its API, then drops its database (what `openFaultWorld` made). */
+export async function closeFaultWorld(world: Partial<FaultWorld>, fleet: Fleet): Promise<void> {
+  await fleet.killAll();
+  await world.api?.stop();
+  await world.t?.cleanup();
 }
 
 export interface Workspace {
