@@ -66,7 +66,9 @@ export class StaffActions {
         await recordJobEvent(tx, {
           jobId,
           kind: updated.status === 'cancelled' ? 'cancelled' : 'cancel_requested',
-          detail: { by: staff.username, via: 'dashboard', auditId: audit.id },
+          // How far the job had got when the request committed: the run may add at most the chunk
+          // it had in flight (the request and the chunk's checkpoint update lock the same row).
+          detail: { by: staff.username, via: 'dashboard', auditId: audit.id, doneAtRequest: updated.progressDone },
         });
       }
       const outcome = updated
