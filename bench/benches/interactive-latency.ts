@@ -40,6 +40,8 @@ type State = 'idle' | 'on' | 'paced' | 'busy-core' | 'between';
 
 interface Window {
   read: number[];
+  /** Every read: when it was scheduled, from the start of its window, and its latency (ms). */
+  readAt: { offset: number; ms: number }[];
   save: number[];
   errors: number;
   firstError?: string;
@@ -115,6 +117,8 @@ export const interactiveLatency: BenchModule = {
       const cpuSum = new Map<State, { weight: number; cpu: CpuWindow[] }>();
       let state: State = 'between';
       let since = performance.now();
+      /** When each window began: a read's offset in its window is its scheduled time minus the last start before it. */
+      const starts: { state: State; at: number }[] = [{ state, at: since }];
       let cpu = startCpuWindow();
       const enter = (next: State) => {
         const took = performance.now() - since;
@@ -125,11 +129,12 @@ export const interactiveLatency: BenchModule = {
           acc.cpu.push({ ...c, busyPct: c.busyPct * took, othersPct: c.othersPct * took, stealPct: c.stealPct * took, runnable: c.runnable * took, ours: Object.fromEntries(Object.entries(c.ours).map(([k, v]) => [k, v * took])) });
           cpuSum.set(state, acc);
         }
-        const w = windows.get(state) ?? { read: [], save: [], errors: 0, seconds: 0 };
+        const w = windows.get(state) ?? emptyWindow();
         w.seconds += took / 1000;
         windows.set(state, w);
         state = next;
         since = performance.now();
+        starts.push({ state, at: since });
         cpu = startCpuWindow();
       };
       const kinds = new Map<State, { read: LoadKind; save: LoadKind }>();
@@ -148,11 +153,20 @@ export const interactiveLatency: BenchModule = {
         until: driving,
         drainTimeoutMs: 60_000,
         signal: ctx.signal,
+        onAnswer: (name, at, ms) => {
+          const [s, kind] = name.split(':') as [State, string];
+          if (kind !== 'read') return;
+          let k = starts.length - 1;
+          while (k > 0 && starts[k]!.at > at) k--;
+          const w = windows.get(s) ?? emptyWindow();
+          w.readAt.push({ offset: at - starts[k]!.at, ms });
+          windows.set(s, w);
+        },
       });
       await driving;
       for (const [name, k] of Object.entries(res.byKind)) {
         const [s, kind] = name.split(':') as [State, 'read' | 'save'];
-        const w = windows.get(s) ?? { read: [], save: [], errors: 0, seconds: 0 };
+        const w = windows.get(s) ?? emptyWindow();
         w[kind].push(...k.latencies);
         w.errors += k.errors + k.unanswered;
         w.firstError ??= k.firstError;
@@ -238,61 +252,81 @@ export const interactiveLatency: BenchModule = {
       }
     };
 
+    /**
+     * `BENCH_INTERACTIVE_PARTS` (a comma list of publish, control, import, status-quo; all by
+     * default) runs only some parts, to iterate on one quickly; the others report empty windows.
+     */
+    const parts = new Set((process.env.BENCH_INTERACTIVE_PARTS ?? 'publish,control,import,status-quo').split(',').map((x) => x.trim()));
+    const skipped = (): Awaited<ReturnType<typeof measure>> => ({ windows: new Map(), lag: 0 });
     try {
       // Warm-up (connections, caches), not counted.
       await measure(pubIds, async () => sleep(2_000, ctx.signal));
 
       // --- the platform: a 1,000,000-row publish, alternating with idle and with held pressure ----
-      const publish = await team.request<{ id: string }>('POST', `/v1/projects/${pubProject.id}/publishes`, {}, [202]);
       const pubRates: Record<string, Rate> = {};
-      let pub: Awaited<ReturnType<typeof measure>>;
-      try {
-        pub = await measure(pubIds, cycleJob(publish.body.id, true, pubRates));
-      } finally {
-        await pressure(false);
+      let pub = skipped();
+      let pubJob = 'not run';
+      if (parts.has('publish')) {
+        const publish = await team.request<{ id: string }>('POST', `/v1/projects/${pubProject.id}/publishes`, {}, [202]);
+        try {
+          pub = await measure(pubIds, cycleJob(publish.body.id, true, pubRates));
+        } finally {
+          await pressure(false);
+        }
+        pubJob = await jobSummary(ctx, publish.body.id);
+        log('publish', pub, `; ${pubJob}`);
       }
-      const pubJob = await jobSummary(ctx, publish.body.id);
-      log('publish', pub, `; ${pubJob}`);
 
       // --- control: a bare busy loop on one core, alternating with idle ---------------------------
-      const hog = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
-      let control: Awaited<ReturnType<typeof measure>>;
-      try {
-        hog.kill('SIGSTOP');
-        control = await measure(impIds, async (enter) => {
-          for (let c = 0; c < CYCLES; c++) {
-            hog.kill('SIGCONT');
-            enter('busy-core');
-            await sleep(WINDOW_MS, ctx.signal);
-            hog.kill('SIGSTOP');
-            enter('idle');
-            await sleep(WINDOW_MS, ctx.signal);
-          }
-        });
-      } finally {
-        hog.kill('SIGKILL');
+      let control = skipped();
+      if (parts.has('control')) {
+        const hog = spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+        try {
+          hog.kill('SIGSTOP');
+          control = await measure(impIds, async (enter) => {
+            for (let c = 0; c < CYCLES; c++) {
+              hog.kill('SIGCONT');
+              enter('busy-core');
+              await sleep(WINDOW_MS, ctx.signal);
+              hog.kill('SIGSTOP');
+              enter('idle');
+              await sleep(WINDOW_MS, ctx.signal);
+            }
+          });
+        } finally {
+          hog.kill('SIGKILL');
+        }
+        log('control', control);
       }
-      log('control', control);
 
       // --- the platform: a 1,000,000-row import, alternating with idle -----------------------------
-      const file = ndjsonFile('i', ROWS);
-      ctx.log(`interactive-latency: uploading a ${(byteSize(file) / 1024 / 1024).toFixed(0)} MiB NDJSON import`);
-      // onError=skip: the import writes from its first chunk (abort would first read the whole file
-      // in a validate pass that writes only identifier claims).
-      const imp = await postImport(ctx.apiUrl, team.token, impTable, file, { onError: 'skip' }, ctx.signal);
-      file.length = 0;
       const impRates: Record<string, Rate> = {};
-      const impRun = await measure(impIds, cycleJob(imp.id, false, impRates));
-      const impJob = await jobSummary(ctx, imp.id);
-      log('import', impRun, `; ${impJob}`);
+      let impRun = skipped();
+      let impJob = 'not run';
+      if (parts.has('import')) {
+        const file = ndjsonFile('i', ROWS);
+        ctx.log(`interactive-latency: uploading a ${(byteSize(file) / 1024 / 1024).toFixed(0)} MiB NDJSON import`);
+        // onError=skip: the import writes from its first chunk (abort would first read the whole file
+        // in a validate pass that writes only identifier claims).
+        const imp = await postImport(ctx.apiUrl, team.token, impTable, file, { onError: 'skip' }, ctx.signal);
+        file.length = 0;
+        impRun = await measure(impIds, cycleJob(imp.id, false, impRates));
+        impJob = await jobSummary(ctx, imp.id);
+        log('import', impRun, `; ${impJob}`);
+      }
 
       // --- the status quo: the same work in one transaction each -----------------------------------
+      let sqPub = skipped();
+      let sqImp = skipped();
+      let sqPubS = NaN;
+      let sqImpS = NaN;
+      if (parts.has('status-quo')) {
       const sqPublish = statusQuo(ctx, 'update cms_rows set data = draft_data where table_id = $1', [pubTable]);
-      const sqPub = await measure(pubIds, async (enter) => {
+      sqPub = await measure(pubIds, async (enter) => {
         enter('on');
         await sqPublish.done;
       });
-      const sqPubS = await sqPublish.done;
+      sqPubS = await sqPublish.done;
       log('status-quo publish', sqPub, `; one UPDATE of ${ROWS.toLocaleString('en-US')} rows, ${sqPubS.toFixed(1)} s to commit`);
 
       // Time-ordered ids, as the platform's uuidv7 are (random ones would make the index work harder).
@@ -303,12 +337,13 @@ export const interactiveLatency: BenchModule = {
          from generate_series(1, ${ROWS}) g`,
         [impTable, team.teamId, idPrefix()],
       );
-      const sqImp = await measure(impIds, async (enter) => {
+      sqImp = await measure(impIds, async (enter) => {
         enter('on');
         await sqImport.done;
       });
-      const sqImpS = await sqImport.done;
+      sqImpS = await sqImport.done;
       log('status-quo import', sqImp, `; one INSERT … SELECT of ${ROWS.toLocaleString('en-US')} rows, ${sqImpS.toFixed(1)} s to commit`);
+      }
 
       const rate = (r: Rate | undefined) => (r && r.ms > 0 ? Math.round((r.rows * 1000) / r.ms) : 0);
       const signal = (r: Rate | undefined) => `the API's pressure signal was up in ${r?.signal ?? 0} of ${r?.samples ?? 0} samples (every 100 ms) while on`;
@@ -318,9 +353,9 @@ export const interactiveLatency: BenchModule = {
         control: control.windows,
         imp: impRun.windows,
         impText: `import ${rate(impRates.on).toLocaleString('en-US')} rows/s while on; ${signal(impRates.on)}; ${impJob}`,
-        sqPub: sqPub.windows.get('on')!,
+        sqPub: sqPub.windows.get('on') ?? emptyWindow(),
         sqPubText: `one UPDATE of ${ROWS.toLocaleString('en-US')} rows, ${sqPubS.toFixed(1)} s from BEGIN to COMMIT`,
-        sqImp: sqImp.windows.get('on')!,
+        sqImp: sqImp.windows.get('on') ?? emptyWindow(),
         sqImpText: `one INSERT … SELECT of ${ROWS.toLocaleString('en-US')} rows, ${sqImpS.toFixed(1)} s from BEGIN to COMMIT`,
         lag: Math.max(pub.lag, control.lag, impRun.lag, sqPub.lag, sqImp.lag),
       });
@@ -331,6 +366,10 @@ export const interactiveLatency: BenchModule = {
     }
   },
 };
+
+function emptyWindow(): Window {
+  return { read: [], readAt: [], save: [], errors: 0, seconds: 0 };
+}
 
 /** The bench rows' ~300-byte data, in SQL (status-quo import and seeding). */
 const SQL_ROW_DATA = `jsonb_build_object(
@@ -464,7 +503,7 @@ function rows(m: {
 }): BenchRow[] {
   const p = (xs: number[], q: number) => percentile(xs, q);
   const fmt = (v: number) => `${v.toFixed(v >= 100 ? 0 : 1)} ms`;
-  const get = (w: Map<State, Window>, s: State) => w.get(s) ?? { read: [], save: [], errors: 0, seconds: 0 };
+  const get = (w: Map<State, Window>, s: State) => w.get(s) ?? emptyWindow();
   const limitOf = (idle: Window) => Math.max(1.5 * p(idle.read, 99), p(idle.read, 99) + 20);
   const verdict = (v: number, limit: number) => `target ≤ ${fmt(limit)}: ${v <= limit ? 'met' : 'MISSED'}`;
   const cpu = (w: Window) =>
@@ -477,13 +516,19 @@ function rows(m: {
   const paced = get(m.pub, 'paced');
   const busy = get(m.control, 'busy-core');
   const impOn = get(m.imp, 'on');
+  /** Where in their windows the reads over the target fall: a run that starts unpaced shows in the first second. */
+  const whenSlow = (w: Window, limit: number) => {
+    const bySecond = Array.from({ length: Math.ceil(WINDOW_MS / 1000) + 1 }, () => 0);
+    for (const r of w.readAt) if (r.ms > limit) bySecond[Math.min(bySecond.length - 1, Math.floor(r.offset / 1000))]!++;
+    return `reads over ${fmt(limit)} by second of their window: ${bySecond.map((n, i) => (i < bySecond.length - 1 ? `${i}–${i + 1} s ${n}` : `later ${n}`)).join(', ')}`;
+  };
   const readRow = (bench: string, w: Window, idle: Window, note: string): BenchRow => ({
     bench,
     platform: { value: p(w.read, 99), unit: 'ms' },
     baseline: { value: p(idle.read, 99), unit: 'ms' },
     better: 'lower',
     note:
-      `vs the idle windows between (p50 ${fmt(p(w.read, 50))} vs ${fmt(p(idle.read, 50))}); ${verdict(p(w.read, 99), limitOf(idle))}; ${note}` +
+      `vs the idle windows between (p50 ${fmt(p(w.read, 50))} vs ${fmt(p(idle.read, 50))}); ${verdict(p(w.read, 99), limitOf(idle))}; ${whenSlow(w, limitOf(idle))}; ${note}` +
       `${counts(w)}, ${cpu(w)}; idle: ${counts(idle)}, ${cpu(idle)}`,
   });
   return [

@@ -18,6 +18,8 @@ export interface OpenLoopOptions {
   /** How long to wait for the answers still outstanding once scheduling stopped. */
   drainTimeoutMs?: number;
   signal?: AbortSignal;
+  /** Told of every answered request: its kind, its scheduled time (performance.now()) and its latency. */
+  onAnswer?(kind: string, scheduledAt: number, ms: number): void;
 }
 
 export interface KindResult {
@@ -70,7 +72,9 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
       r.sent++;
       const p: Promise<void> = kind.fire(i).then(
         () => {
-          r.latencies.push(performance.now() - scheduled);
+          const ms = performance.now() - scheduled;
+          r.latencies.push(ms);
+          opts.onAnswer?.(kind.name, scheduled, ms);
         },
         (err: unknown) => {
           r.errors++;
