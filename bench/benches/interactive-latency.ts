@@ -40,8 +40,8 @@ type State = 'idle' | 'on' | 'paced' | 'busy-core' | 'between';
 
 interface Window {
   read: number[];
-  /** Every read: when it was scheduled, from the start of its window, and its latency (ms). */
-  readAt: { offset: number; ms: number }[];
+  /** Every read: when it was scheduled, from the start of its window (the n-th of its state, from 0), and its latency (ms). */
+  readAt: { offset: number; ms: number; window: number }[];
   save: number[];
   errors: number;
   firstError?: string;
@@ -159,7 +159,8 @@ export const interactiveLatency: BenchModule = {
           let k = starts.length - 1;
           while (k > 0 && starts[k]!.at > at) k--;
           const w = windows.get(s) ?? emptyWindow();
-          w.readAt.push({ offset: at - starts[k]!.at, ms });
+          const window = starts.slice(0, k).filter((x) => x.state === s).length;
+          w.readAt.push({ offset: at - starts[k]!.at, ms, window });
           windows.set(s, w);
         },
       });
@@ -217,7 +218,7 @@ export const interactiveLatency: BenchModule = {
         for (const [s, p] of windowsOn) {
           if (p) {
             await pressure(true);
-            await sleep(500, ctx.signal); // the worker reads the signal at most every 250 ms
+            await sleep(500, ctx.signal); // the worker reads the signal at most every 100 ms
           }
           const from = await progressOf(ctx, jobId);
           const at = performance.now();
@@ -520,7 +521,12 @@ function rows(m: {
   const whenSlow = (w: Window, limit: number) => {
     const bySecond = Array.from({ length: Math.ceil(WINDOW_MS / 1000) + 1 }, () => 0);
     for (const r of w.readAt) if (r.ms > limit) bySecond[Math.min(bySecond.length - 1, Math.floor(r.offset / 1000))]!++;
-    return `reads over ${fmt(limit)} by second of their window: ${bySecond.map((n, i) => (i < bySecond.length - 1 ? `${i}–${i + 1} s ${n}` : `later ${n}`)).join(', ')}`;
+    const byWindow: number[] = [];
+    for (const r of w.readAt) if (r.ms > limit) byWindow[r.window] = (byWindow[r.window] ?? 0) + 1;
+    return (
+      `reads over ${fmt(limit)} by second of their window: ${bySecond.map((n, i) => (i < bySecond.length - 1 ? `${i}–${i + 1} s ${n}` : `later ${n}`)).join(', ')}; ` +
+      `by window: ${Array.from(byWindow, (n) => n ?? 0).join(', ')}`
+    );
   };
   const readRow = (bench: string, w: Window, idle: Window, note: string): BenchRow => ({
     bench,

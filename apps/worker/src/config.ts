@@ -45,6 +45,11 @@ const schema = z
     /** A run holds a slot at least this long before yielding to another team's waiting job. */
     WORKER_TIME_SLICE_MS: int(1_000),
     WORKER_PRESSURE_PAUSE_MS: int(200),
+    /**
+     * After the API's pressure signal is gone, runs keep pausing before their chunks for this long,
+     * less and less (a run that starts while the studio is busy starts paced); 0 turns it off.
+     */
+    WORKER_PRESSURE_MEMORY_MS: z.coerce.number().int().min(0).default(30_000),
     /** How often one worker (whichever takes the Redis lock) sweeps expired blobs; 0 turns it off. */
     WORKER_BLOB_SWEEP_MS: z.coerce.number().int().min(0).default(10 * 60_000),
     /** A failed job's upload is kept this long for a retry. */
@@ -112,6 +117,7 @@ const schema = z
       exportPageRows: c.WORKER_EXPORT_PAGE_ROWS,
       timeSliceMs: c.WORKER_TIME_SLICE_MS,
       pressurePauseMs: c.WORKER_PRESSURE_PAUSE_MS,
+      pressureMemoryMs: c.WORKER_PRESSURE_MEMORY_MS,
       fair: c.FAIR_SCHEDULING === 'true',
       blobSweepMs: c.WORKER_BLOB_SWEEP_MS,
       inputRetentionMs: c.BLOB_INPUT_RETENTION_DAYS * 86_400_000,

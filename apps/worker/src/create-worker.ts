@@ -17,6 +17,7 @@ import {
 } from '@platform/jobs';
 import { forgiveBlamelessStall, processors, runBullJob, type RunnerDeps } from '@platform/jobs/processors';
 import type { WorkerConfig } from './config';
+import { PressureGauge } from './pressure-gauge';
 import { FairSlots, type SlotRequest } from './fair-slots';
 
 export interface WorkerRuntime {
@@ -97,16 +98,12 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     : undefined;
   renewBudget?.unref();
 
-  // Database pressure (the API's pool has requests waiting) makes workers slow down first.
-  const pressureKey = `${config.queuePrefix}:db-pressure`;
-  let pressure = { value: false, at: 0 };
-  const underPressure = async () => {
-    if (Date.now() - pressure.at > 250) {
-      const v = await redis.get(pressureKey).catch(() => null);
-      pressure = { value: v !== null, at: Date.now() };
-    }
-    return pressure.value;
-  };
+  // Database pressure (the API's reads slow, or its pool waiting) makes workers slow down first.
+  // Read every 100 ms at most: each slow read before a run notices counts against the studio.
+  const pressure = new PressureGauge(async () => (await redis.get(`${config.queuePrefix}:db-pressure`)) !== null, {
+    pollMs: 100,
+    memoryMs: config.pressureMemoryMs,
+  });
   const sizers = new Map<string, ChunkSizer>();
   const sizerFor = (jobId: string) => {
     let s = sizers.get(jobId);
@@ -184,11 +181,12 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
             // another team (or this team's interactive work) waits for a slot here.
             shouldStop: () =>
               config.fair && Date.now() - heldSince >= config.timeSliceMs && slots.shouldYield(req) ? 'yield' : null,
+            // Under pressure: halve the chunk and pause before it. Pressure seen recently: a
+            // shorter pause, shorter the longer ago it was (see PressureGauge).
             pace: async () => {
-              if (await underPressure()) {
-                sizer.backOff();
-                await new Promise((r) => setTimeout(r, config.pressurePauseMs));
-              }
+              const level = await pressure.level();
+              if (level >= 1) sizer.backOff();
+              if (level > 0) await new Promise((r) => setTimeout(r, Math.round(config.pressurePauseMs * level)));
             },
           });
           if (out.outcome === 'completed') counters.completed++;

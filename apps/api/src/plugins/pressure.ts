@@ -19,7 +19,7 @@ const LATENCY_HOLD_MS = 5_000;
  * The latency signal is the one that fires on a small machine: there the pool rarely waits, but
  * the workers' chunks take the CPU the reads need (bench `interactive-latency`).
  */
-export function publishDbPressure(app: FastifyInstance, deps: ApiDeps, everyMs = 200): void {
+export function publishDbPressure(app: FastifyInstance, deps: ApiDeps, everyMs = 100): void {
   const key = `${deps.config.queuePrefix}:db-pressure`;
   const limitMs = deps.config.pressureLatencyMs;
   const reads = new ReadLatencies(WINDOW_MS);
