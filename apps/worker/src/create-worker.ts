@@ -100,7 +100,16 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
 
   // Database pressure (the API's reads slow, or its pool waiting) makes workers slow down first.
   // Read every 100 ms at most: each slow read before a run notices counts against the studio.
-  const pressure = new PressureGauge(async () => (await redis.get(`${config.queuePrefix}:db-pressure`)) !== null, {
+  let pressureWas: string | null = null;
+  const pressure = new PressureGauge(async () => {
+    const v = await redis.get(`${config.queuePrefix}:db-pressure`);
+    if (v !== pressureWas) {
+      if (v !== null) log.info({ signal: v }, 'the API signals database pressure: chunks are halved and paced');
+      else log.info({ memoryMs: config.pressureMemoryMs }, 'database pressure signal gone: pacing fades out');
+      pressureWas = v;
+    }
+    return v !== null;
+  }, {
     pollMs: 100,
     memoryMs: config.pressureMemoryMs,
   });
