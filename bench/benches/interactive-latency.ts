@@ -33,6 +33,14 @@ interface Rate {
   ms: number;
   signal: number;
   samples: number;
+  /** PostgreSQL's own work that stalls reads, counted over the windows: checkpoints, autovacuum and autoanalyze of cms_rows. */
+  db: DbEvents;
+}
+
+interface DbEvents {
+  checkpoints: number;
+  autovacuums: number;
+  autoanalyzes: number;
 }
 
 /** What the machine was doing while a request was scheduled. */
@@ -221,12 +229,13 @@ export const interactiveLatency: BenchModule = {
             await sleep(500, ctx.signal); // the worker reads the signal at most every 100 ms
           }
           const from = await progressOf(ctx, jobId);
+          const events0 = await dbEvents(ctx);
           const at = performance.now();
           enter(s);
           // Watched, so that a job that ends inside a window (the publish can finish before the
           // last cycle) ends the measurement there instead of counting idle time as work.
           // Outside the held-pressure windows, is the API's own pressure signal up (it would pace the job)?
-          const r0 = (rates[s] ??= { rows: 0, ms: 0, signal: 0, samples: 0 });
+          const r0 = (rates[s] ??= { rows: 0, ms: 0, signal: 0, samples: 0, db: { checkpoints: 0, autovacuums: 0, autoanalyzes: 0 } });
           const ended = await runsFor(ctx, jobId, WINDOW_MS, async () => {
             if (p) return;
             r0.samples++;
@@ -234,6 +243,8 @@ export const interactiveLatency: BenchModule = {
           });
           enter('between');
           r0.rows += (await progressOf(ctx, jobId)) - from;
+          const events1 = await dbEvents(ctx);
+          for (const k of Object.keys(events1) as (keyof DbEvents)[]) r0.db[k] += events1[k] - events0[k];
           r0.ms += performance.now() - at;
           if (p) await pressure(false);
           if (ended) {
@@ -347,7 +358,9 @@ export const interactiveLatency: BenchModule = {
       }
 
       const rate = (r: Rate | undefined) => (r && r.ms > 0 ? Math.round((r.rows * 1000) / r.ms) : 0);
-      const signal = (r: Rate | undefined) => `the API's pressure signal was up in ${r?.signal ?? 0} of ${r?.samples ?? 0} samples (every 100 ms) while on`;
+      const signal = (r: Rate | undefined) =>
+        `the API's pressure signal was up in ${r?.signal ?? 0} of ${r?.samples ?? 0} samples (every 100 ms) while on; ` +
+        `PostgreSQL meanwhile: ${r?.db.checkpoints ?? 0} checkpoints, ${r?.db.autovacuums ?? 0} autovacuums and ${r?.db.autoanalyzes ?? 0} autoanalyzes of cms_rows`;
       return rows({
         pub: pub.windows,
         pubText: `publish ${rate(pubRates.on).toLocaleString('en-US')} rows/s while on (${rate(pubRates.paced).toLocaleString('en-US')} under held pressure); ${signal(pubRates.on)}; ${pubJob}`,
@@ -415,6 +428,18 @@ function getOk(agent: http.Agent, api: URL, path: string, token: string): Promis
 
 async function progressOf(ctx: BenchContext, jobId: string): Promise<number> {
   return (await ctx.pg.query<{ done: number }>('select progress_done::int as done from jobs where id = $1', [jobId])).rows[0]!.done;
+}
+
+/** Counters of PostgreSQL's background work (PostgreSQL 17's pg_stat_checkpointer; zeros where a view is missing). */
+async function dbEvents(ctx: BenchContext): Promise<DbEvents> {
+  const r = await ctx.pg
+    .query<DbEvents>(
+      `select (select (num_timed + num_requested)::int from pg_stat_checkpointer) as checkpoints,
+              coalesce((select autovacuum_count::int from pg_stat_user_tables where relname = 'cms_rows'), 0) as autovacuums,
+              coalesce((select autoanalyze_count::int from pg_stat_user_tables where relname = 'cms_rows'), 0) as autoanalyzes`,
+    )
+    .catch(() => ({ rows: [{ checkpoints: 0, autovacuums: 0, autoanalyzes: 0 }] }));
+  return r.rows[0]!;
 }
 
 async function chunkCount(ctx: BenchContext, jobId: string): Promise<number> {
