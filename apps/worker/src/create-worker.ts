@@ -174,7 +174,12 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
       queue,
       async (job, token) => {
         // Before waiting for a slot: a delivery stuck behind a crashing job is a bystander each time.
-        const forgiven = await forgiveBlamelessStall(job, deps);
+        // Best effort: when the database cannot say (an outage), the run goes on and its claim
+        // meets the outage, which waits it out without using an attempt.
+        const forgiven = await forgiveBlamelessStall(job, deps).catch((err: unknown) => {
+          log.warn({ jobId: job.id, err: err instanceof Error ? err.message : String(err) }, 'could not check a stalled delivery; running it');
+          return undefined;
+        });
         if (forgiven) {
           counters.handedBack++;
           return forgiven;

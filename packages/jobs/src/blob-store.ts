@@ -43,7 +43,10 @@ export class FsBlobStore implements BlobStore {
     return path.join(this.dir, key);
   }
 
-  /** Writes to a temporary file and renames it, so a reader never sees half a blob. */
+  /**
+   * Writes to a temporary file and renames it, so a reader never sees half a blob; durably (the
+   * file, then its folder's entry), since the job that names it is recorded once this resolves.
+   */
   async put(key: string, body: Readable | Buffer | string): Promise<{ size: number }> {
     const target = this.file(key);
     await mkdir(path.dirname(target), { recursive: true });
@@ -51,7 +54,14 @@ export class FsBlobStore implements BlobStore {
     try {
       const src = typeof body === 'string' || Buffer.isBuffer(body) ? Readable.from([body]) : body;
       await pipeline(src, createWriteStream(tmp));
+      const handle = await open(tmp, 'r+');
+      try {
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
       await rename(tmp, target);
+      await syncFolder(path.dirname(target));
     } catch (err) {
       await rm(tmp, { force: true });
       throw err;
@@ -121,6 +131,8 @@ export class FsBlobStore implements BlobStore {
     } finally {
       await handle.close();
     }
+    // A part file started here: its folder entry must survive a crash as well as its bytes.
+    if (offset === 0) await syncFolder(path.dirname(file));
     return { size: at };
   }
 
@@ -129,5 +141,16 @@ export class FsBlobStore implements BlobStore {
     const target = this.file(to);
     await mkdir(path.dirname(target), { recursive: true });
     await rename(src, target);
+    await syncFolder(path.dirname(target));
+  }
+}
+
+/** Makes a folder's entries (a rename, a new file) survive a machine crash. */
+async function syncFolder(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
