@@ -81,19 +81,38 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
   const slotsFor = (connections: number) => Math.max(1, Math.min(config.concurrency, connections - 1));
   database.pool.options.max = granted;
   const slots = new FairSlots({ size: slotsFor(granted), fifo: !config.fair });
+  /**
+   * Fits the pool and the slots to the share the lease now grants. A larger share starts waiting
+   * jobs; a smaller one (this process was paused past its lease and others took its share) takes
+   * slots back as runs end and closes connections beyond it as they come back idle. With no share
+   * at all the process keeps one slot and one connection until it gets one: over the budget by at
+   * most that one while it waits.
+   */
+  const fitToShare = (g: number) => {
+    if (g === granted) return;
+    const was = granted;
+    granted = g;
+    database.pool.options.max = Math.max(1, g);
+    slots.resize(slotsFor(g));
+    if (g > was) log.info({ connections: g, slots: slots.size }, 'larger share of the connection budget');
+    else log.warn({ connections: g, was, slots: slots.size }, 'smaller share of the connection budget (the lease lapsed); shrinking the pool');
+  };
+  const trimPool = async () => {
+    const pool = database.pool;
+    while (pool.totalCount > pool.options.max && pool.idleCount > 0) {
+      const client = await pool.connect();
+      client.release(true); // released with an error: the pool closes it
+    }
+  };
   const renewBudget = budget
     ? setInterval(() => {
         budget.acquire(want).then(
-          (g) => {
-            if (g > granted) {
-              granted = g;
-              database.pool.options.max = g;
-              slots.grow(slotsFor(g));
-              log.info({ connections: g, slots: slots.size }, 'larger share of the connection budget');
-            }
+          async (g) => {
+            fitToShare(g);
+            await trimPool();
           },
           (err) => log.warn({ err: String(err) }, 'could not renew the connection budget lease'),
-        );
+        ).catch((err) => log.warn({ err: String(err) }, 'could not fit the pool to the connection budget'));
       }, Math.max(500, Math.floor(config.dbBudgetTtlMs / 3)))
     : undefined;
   renewBudget?.unref();

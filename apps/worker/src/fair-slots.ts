@@ -30,6 +30,8 @@ export interface FairSlotsOptions {
 
 export class FairSlots {
   private free: number;
+  /** Slots to take away as runs end (the size shrank while they held them). */
+  private retiring = 0;
   private seq = 0;
   private waiters: Waiter[] = [];
   private readonly usage = new Map<string, { value: number; at: number }>();
@@ -50,18 +52,35 @@ export class FairSlots {
     return this.opts.size;
   }
 
-  /** Grows to `size` slots (a larger share of the connection budget); never shrinks. */
-  grow(size: number): void {
+  /**
+   * Resizes to `size` slots (the process's share of the connection budget changed). Growing
+   * starts waiting jobs at once; shrinking takes free slots first, then the slots of running jobs
+   * as they end: no run is cut short.
+   */
+  resize(size: number): void {
+    if (!Number.isInteger(size) || size < 0) throw new Error(`invalid slot count ${size}`);
     while (this.opts.size < size) {
       this.opts.size++;
+      if (this.retiring > 0) {
+        this.retiring--;
+        continue;
+      }
       const next = this.pick();
       if (next) this.start(next);
       else this.free++;
     }
+    if (this.opts.size > size) {
+      const cut = this.opts.size - size;
+      const fromFree = Math.min(this.free, cut);
+      this.free -= fromFree;
+      this.retiring += cut - fromFree;
+      this.opts.size = size;
+    }
   }
 
+  /** Jobs running in slots now (more than `size` while a shrink waits for runs to end). */
   get inUse(): number {
-    return this.opts.size - this.free;
+    return this.opts.size + this.retiring - this.free;
   }
 
   /** Slot time used by a team recently, in decayed milliseconds. */
@@ -112,6 +131,10 @@ export class FairSlots {
       const n = (this.running.get(w.teamId) ?? 1) - 1;
       if (n > 0) this.running.set(w.teamId, n);
       else this.running.delete(w.teamId);
+      if (this.retiring > 0) {
+        this.retiring--;
+        return;
+      }
       const next = this.pick();
       if (next) this.start(next);
       else this.free++;

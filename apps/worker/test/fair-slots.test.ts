@@ -62,4 +62,41 @@ describe('fair slots', () => {
     expect(granted).toBe(1);
     expect(slots.inUse).toBe(3);
   });
+
+  it('shrinking takes free slots at once and running ones as they end, without cutting a run short', async () => {
+    const slots = new FairSlots({ size: 4 });
+    const held = await Promise.all([1, 2, 3].map((i) => slots.acquire({ teamId: `t${i}`, workClass: 'bulk' })));
+    let granted = 0;
+    void slots.acquire({ teamId: 'w1', workClass: 'bulk' }).then(() => granted++);
+    void slots.acquire({ teamId: 'w2', workClass: 'bulk' }).then(() => granted++);
+    await new Promise((r) => setImmediate(r));
+    expect(granted).toBe(1); // the fourth slot was free
+    slots.resize(1);
+    expect(slots.size).toBe(1);
+    expect(slots.inUse).toBe(4); // nothing is cut short
+    held[0]!();
+    held[1]!();
+    held[2]!();
+    await new Promise((r) => setImmediate(r));
+    // Three runs ended: three of the four running slots are retired, none goes to the waiter.
+    expect(granted).toBe(1);
+    expect(slots.inUse).toBe(1);
+  });
+
+  it('growing again first cancels the slots still to be retired, then starts waiting jobs', async () => {
+    const slots = new FairSlots({ size: 2 });
+    const a = await slots.acquire({ teamId: 'a', workClass: 'bulk' });
+    await slots.acquire({ teamId: 'b', workClass: 'bulk' });
+    let granted = 0;
+    void slots.acquire({ teamId: 'c', workClass: 'bulk' }).then(() => granted++);
+    slots.resize(0); // both running slots are to be retired
+    slots.resize(3); // two of the three cancel that, the third starts the waiter
+    await new Promise((r) => setImmediate(r));
+    expect(granted).toBe(1);
+    expect(slots.inUse).toBe(3);
+    a();
+    await new Promise((r) => setImmediate(r));
+    expect(slots.inUse).toBe(2);
+    expect(() => slots.resize(-1)).toThrow();
+  });
 });
