@@ -1,6 +1,6 @@
 import http from 'node:http';
 import os from 'node:os';
-import { Worker, type Job } from 'bullmq';
+import { DelayedError, Worker, type Job } from 'bullmq';
 import type { Logger as PinoLogger } from 'pino';
 import { createDatabase, failDispatch, isTransientDbError, type Database } from '@platform/db';
 import {
@@ -18,7 +18,7 @@ import {
 import { forgiveBlamelessStall, processors, runBullJob, type RunnerDeps } from '@platform/jobs/processors';
 import type { WorkerConfig } from './config';
 import { PressureGauge } from './pressure-gauge';
-import { FairSlots, type SlotRequest } from './fair-slots';
+import { FairSlots, NoSlotsError, type SlotRequest } from './fair-slots';
 
 export interface WorkerRuntime {
   database: Database;
@@ -78,28 +78,33 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     await new Promise((r) => setTimeout(r, 1_000));
     granted = await budget.acquire(want);
   }
-  const slotsFor = (connections: number) => Math.max(1, Math.min(config.concurrency, connections - 1));
+  /** Job slots for a share: one connection is kept for the claim and bookkeeping beside the runs. */
+  const slotsFor = (connections: number) => (connections <= 0 ? 0 : Math.max(1, Math.min(config.concurrency, connections - 1)));
   database.pool.options.max = granted;
   const slots = new FairSlots({ size: slotsFor(granted), fifo: !config.fair });
   /**
    * Fits the pool and the slots to the share the lease now grants. A larger share starts waiting
    * jobs; a smaller one (this process was paused past its lease and others took its share) takes
    * slots back as runs end and closes connections beyond it as they come back idle. With no share
-   * at all the process keeps one slot and one connection until it gets one: over the budget by at
-   * most that one while it waits.
+   * at all the process stops fetching jobs and hands back the deliveries waiting for a slot, so
+   * other workers run them, until a share frees.
    */
   const fitToShare = (g: number) => {
     if (g === granted) return;
     const was = granted;
     granted = g;
+    // One connection stays possible for bookkeeping (an outage check, a hand-back); it is closed
+    // again at the next renewal once idle.
     database.pool.options.max = Math.max(1, g);
     slots.resize(slotsFor(g));
+    if (g === 0) for (const w of workers) void w.pause(true).catch(() => {});
+    else if (was === 0) for (const w of workers) void w.resume();
     if (g > was) log.info({ connections: g, slots: slots.size }, 'larger share of the connection budget');
     else log.warn({ connections: g, was, slots: slots.size }, 'smaller share of the connection budget (the lease lapsed); shrinking the pool');
   };
   const trimPool = async () => {
     const pool = database.pool;
-    while (pool.totalCount > pool.options.max && pool.idleCount > 0) {
+    while (pool.totalCount > granted && pool.idleCount > 0) {
       const client = await pool.connect();
       client.release(true); // released with an error: the pool closes it
     }
@@ -204,7 +209,17 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
           return forgiven;
         }
         const req = slotRequest(job);
-        const release = await slots.acquire(req);
+        let release: () => void;
+        try {
+          release = await slots.acquire(req);
+        } catch (err) {
+          if (!(err instanceof NoSlotsError)) throw err;
+          // No share of the connection budget here: the delivery goes back for another worker,
+          // using no attempt.
+          counters.handedBack++;
+          await job.moveToDelayed(Date.now() + 1_000, token);
+          throw new DelayedError();
+        }
         const heldSince = Date.now();
         const sizer = sizerFor(envelopeSchema.safeParse(job.data).data?.jobId ?? String(job.id));
         try {

@@ -17,6 +17,12 @@ export interface SlotRequest {
 interface Waiter extends SlotRequest {
   seq: number;
   grant: (release: () => void) => void;
+  refuse: (err: NoSlotsError) => void;
+}
+
+/** The process has no slots at all (no share of the connection budget): hand the delivery back. */
+export class NoSlotsError extends Error {
+  override name = 'NoSlotsError';
 }
 
 export interface FairSlotsOptions {
@@ -76,6 +82,8 @@ export class FairSlots {
       this.retiring += cut - fromFree;
       this.opts.size = size;
     }
+    // With no slots left, no waiter would ever start here.
+    if (size === 0) for (const w of this.waiters.splice(0)) w.refuse(new NoSlotsError('this worker has no job slots now'));
   }
 
   /** Jobs running in slots now (more than `size` while a shrink waits for runs to end). */
@@ -108,9 +116,11 @@ export class FairSlots {
     return this.waiters.length;
   }
 
+  /** A slot, once one is free; refused at once (NoSlotsError) while the size is 0. */
   acquire(req: SlotRequest): Promise<() => void> {
-    return new Promise((resolve) => {
-      const waiter: Waiter = { ...req, seq: this.seq++, grant: resolve };
+    return new Promise((resolve, reject) => {
+      if (this.opts.size === 0) return reject(new NoSlotsError('this worker has no job slots now'));
+      const waiter: Waiter = { ...req, seq: this.seq++, grant: resolve, refuse: reject };
       if (this.free > 0) {
         this.free--;
         this.start(waiter);

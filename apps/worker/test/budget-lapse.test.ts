@@ -61,7 +61,7 @@ const workerConnections = async () =>
   (await t.database.pool.query(`select count(*)::int as n from pg_stat_activity where application_name = 'worker' and datname = current_database()`)).rows[0].n as number;
 
 describe('the connection budget when a worker’s lease lapsed', () => {
-  it('a worker resumed after others took its share shrinks to one connection and one slot, and still runs jobs', async () => {
+  it('a worker resumed after others took its share gives its connections back and runs nothing until a share frees, then runs again', async () => {
     const holders = `${t.queuePrefix}:db-budget:holders`;
     const expiry = `${t.queuePrefix}:db-budget:expiry`;
     worker = await startWorker(
@@ -81,15 +81,29 @@ describe('the connection budget when a worker’s lease lapsed', () => {
 
     // The lapse: this worker's lease is gone and another holder took the whole budget.
     await redis.multi().hdel(holders, me).zrem(expiry, me).hset(holders, 'another-worker', '4').zadd(expiry, '9999999999999', 'another-worker').exec();
-    await waitFor(async () => (await workerConnections()) <= 1, { timeoutMs: 10_000, intervalMs: 50, what: 'the worker to give its connections back' });
+    await waitFor(async () => (await workerConnections()) === 0, { timeoutMs: 10_000, intervalMs: 50, what: 'the worker to give its connections back' });
 
+    // With no share it runs nothing: the jobs wait for a worker that has one.
     const second = await submit(3, 500);
-    let during = 0;
+    let without = 0;
+    const until = Date.now() + 3_000;
+    while (Date.now() < until) {
+      without = Math.max(without, await workerConnections());
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const ran = await t.database.pool.query(`select count(*)::int as n from jobs where id = any($1) and status <> 'queued'`, [second]);
+    expect(ran.rows[0].n).toBe(0);
+
+    // The other holder goes away: the share comes back and the jobs run here.
+    await redis.multi().hdel(holders, 'another-worker').zrem(expiry, 'another-worker').exec();
+    let after = 0;
     await waitFor(async () => {
-      during = Math.max(during, await workerConnections());
+      after = Math.max(after, await workerConnections());
       return completed(second);
-    }, { timeoutMs: 30_000, intervalMs: 20, what: 'the second jobs to complete on one connection' });
-    console.log(`budget lapse: the worker held up to ${before} connections with its share, up to ${during} after losing it`);
-    expect(during).toBeLessThanOrEqual(1);
+    }, { timeoutMs: 30_000, intervalMs: 20, what: 'the second jobs to complete once the share is back' });
+    console.log(`budget lapse: the worker held up to ${before} connections with its share, up to ${without} without one (3 s), up to ${after} once it was back`);
+    expect(without).toBeLessThanOrEqual(1);
+    expect(after).toBeLessThanOrEqual(4);
+    expect(Number(await redis.hget(holders, me))).toBe(4);
   }, 90_000);
 });

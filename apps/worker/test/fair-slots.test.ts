@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FairSlots } from '../src/fair-slots';
+import { FairSlots, NoSlotsError } from '../src/fair-slots';
 
 describe('fair slots', () => {
   it('gives a freed slot to the team holding none before the team holding the others', async () => {
@@ -89,8 +89,8 @@ describe('fair slots', () => {
     await slots.acquire({ teamId: 'b', workClass: 'bulk' });
     let granted = 0;
     void slots.acquire({ teamId: 'c', workClass: 'bulk' }).then(() => granted++);
-    slots.resize(0); // both running slots are to be retired
-    slots.resize(3); // two of the three cancel that, the third starts the waiter
+    slots.resize(1); // one running slot is to be retired
+    slots.resize(3); // one of the two new slots cancels that, the other starts the waiter
     await new Promise((r) => setImmediate(r));
     expect(granted).toBe(1);
     expect(slots.inUse).toBe(3);
@@ -98,5 +98,21 @@ describe('fair slots', () => {
     await new Promise((r) => setImmediate(r));
     expect(slots.inUse).toBe(2);
     expect(() => slots.resize(-1)).toThrow();
+  });
+
+  it('with no slots at all, waiting and new requests are refused (to be handed back) and running ones end normally', async () => {
+    const slots = new FairSlots({ size: 1 });
+    const running = await slots.acquire({ teamId: 'a', workClass: 'bulk' });
+    const waiting = slots.acquire({ teamId: 'b', workClass: 'bulk' });
+    slots.resize(0);
+    await expect(waiting).rejects.toBeInstanceOf(NoSlotsError);
+    await expect(slots.acquire({ teamId: 'c', workClass: 'bulk' })).rejects.toBeInstanceOf(NoSlotsError);
+    expect(slots.inUse).toBe(1);
+    running();
+    expect(slots.inUse).toBe(0);
+    slots.resize(2);
+    const again = await slots.acquire({ teamId: 'c', workClass: 'bulk' });
+    expect(slots.inUse).toBe(1);
+    again();
   });
 });
