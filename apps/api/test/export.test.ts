@@ -224,4 +224,36 @@ describe('CMS exports end to end', () => {
     expect(stolen.json().error.code).toBe('not_found');
     expect((await download(mine.json().id)).statusCode).toBe(200);
   });
+
+  it('exports a table of 200 fields, the most a table may have, in both formats', async () => {
+    const wide = Array.from({ length: 200 }, (_, i) => ({ name: `f${i}`, type: i % 2 ? 'number' : 'text' }));
+    const project = await api.inject({ method: 'POST', url: '/v1/projects', headers: bearer(token), payload: { name: 'wide' } });
+    const table = await api.inject({ method: 'POST', url: `/v1/projects/${project.json().id}/cms-tables`, headers: bearer(token), payload: { name: 'wide', fields: wide } });
+    expect(table.statusCode, table.body).toBe(201);
+    const data = Object.fromEntries(wide.map((f, i) => [f.name, i % 2 ? i : `v${i}`]));
+    const write = await api.inject({
+      method: 'POST',
+      url: `/v1/cms-tables/${table.json().id}/bulk-writes`,
+      headers: bearer(token),
+      payload: { operations: [{ op: 'insert', identifier: 'w1', data }, { op: 'insert', identifier: 'w2', data: { f0: 'only one' } }] },
+    });
+    expect((await finished(write.json().id)).status).toBe('completed');
+    for (const format of ['ndjson', 'csv'] as const) {
+      const res = await api.inject({ method: 'POST', url: `/v1/cms-tables/${table.json().id}/exports`, headers: bearer(token), payload: { format } });
+      const job = await finished(res.json().id);
+      expect(job.status, JSON.stringify(job.error)).toBe('completed');
+      const body = (await download(job.id)).body;
+      if (format === 'ndjson') {
+        const [first, second] = body.trimEnd().split('\n').map((l) => JSON.parse(l));
+        expect(first).toMatchObject({ identifier: 'w1', ...data });
+        expect(Object.keys(second)).toHaveLength(202);
+        expect(second).toMatchObject({ identifier: 'w2', f0: 'only one', f1: null, f199: null });
+      } else {
+        const records = parse(body) as string[][];
+        expect(records[0]).toEqual(['id', 'identifier', ...wide.map((f) => f.name)]);
+        expect(records[1]!.slice(1)).toEqual(['w1', ...wide.map((f, i) => String(data[f.name]))]);
+        expect(records).toHaveLength(3);
+      }
+    }
+  });
 });
