@@ -83,6 +83,11 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
   database.pool.options.max = granted;
   const slots = new FairSlots({ size: slotsFor(granted), fifo: !config.fair });
   /**
+   * Deliveries each BullMQ worker may hold for `n` slots: twice as many with fair scheduling, so
+   * jobs of other teams wait here, where the scheduler sees them, instead of in Redis.
+   */
+  const fetchFor = (n: number) => (config.fair ? n * 2 : n);
+  /**
    * Fits the pool and the slots to the share the lease now grants. A larger share starts waiting
    * jobs; a smaller one (this process was paused past its lease and others took its share) takes
    * slots back as runs end and closes connections beyond it as they come back idle. With no share
@@ -97,16 +102,26 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     // again at the next renewal once idle.
     database.pool.options.max = Math.max(1, g);
     slots.resize(slotsFor(g));
+    // Hold no more deliveries than the slots can take.
+    for (const w of workers) w.concurrency = Math.max(1, fetchFor(slots.size));
     if (g === 0) for (const w of workers) void w.pause(true).catch(() => {});
     else if (was === 0) for (const w of workers) void w.resume();
     if (g > was) log.info({ connections: g, slots: slots.size }, 'larger share of the connection budget');
     else log.warn({ connections: g, was, slots: slots.size }, 'smaller share of the connection budget (the lease lapsed); shrinking the pool');
   };
+  let trimming = false;
   const trimPool = async () => {
-    const pool = database.pool;
-    while (pool.totalCount > granted && pool.idleCount > 0) {
-      const client = await pool.connect();
-      client.release(true); // released with an error: the pool closes it
+    if (trimming) return;
+    trimming = true;
+    try {
+      const pool = database.pool;
+      // Only while idle clients exist, so connect() hands one over at once instead of queueing.
+      while (pool.totalCount > granted && pool.idleCount > 0) {
+        const client = await pool.connect();
+        client.release(true); // released with an error: the pool closes it
+      }
+    } finally {
+      trimming = false;
     }
   };
   const renewBudget = budget
@@ -124,19 +139,22 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
 
   // Database pressure (the API's reads slow, or its pool waiting) makes workers slow down first.
   // Read every 100 ms at most: each slow read before a run notices counts against the studio.
-  let pressureWas: string | null = null;
+  let pressureWas = false;
   const pressure = new PressureGauge(async () => {
     const v = await redis.get(`${config.queuePrefix}:db-pressure`);
-    if (v !== pressureWas) {
+    if ((v !== null) !== pressureWas) {
       if (v !== null) log.info({ signal: v }, 'the API signals database pressure: chunks are halved and paced');
       else log.info({ memoryMs: config.pressureMemoryMs }, 'database pressure signal gone: pacing fades out');
-      pressureWas = v;
+      pressureWas = v !== null;
     }
     return v !== null;
   }, {
     pollMs: 100,
     memoryMs: config.pressureMemoryMs,
   });
+  // Watched while idle too: the memory must know of pressure that came and went between runs.
+  const watchPressure = setInterval(() => void pressure.level(), 250);
+  watchPressure.unref();
   const sizers = new Map<string, ChunkSizer>();
   const sizerFor = (jobId: string) => {
     let s = sizers.get(jobId);
@@ -198,12 +216,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
       queue,
       async (job, token) => {
         // Before waiting for a slot: a delivery stuck behind a crashing job is a bystander each time.
-        // Best effort: when the database cannot say (an outage), the run goes on and its claim
-        // meets the outage, which waits it out without using an attempt.
-        const forgiven = await forgiveBlamelessStall(job, deps).catch((err: unknown) => {
-          log.warn({ jobId: job.id, err: err instanceof Error ? err.message : String(err) }, 'could not check a stalled delivery; running it');
-          return undefined;
-        });
+        const forgiven = await forgiveBlamelessStall(job, deps);
         if (forgiven) {
           counters.handedBack++;
           return forgiven;
@@ -248,9 +261,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
       {
         connection: redis,
         prefix: config.queuePrefix,
-        // Fetch more jobs than there are slots, so jobs of other teams wait here, where the fair
-        // scheduler sees them, instead of behind the running ones in Redis.
-        concurrency: config.fair ? config.concurrency * 2 : config.concurrency,
+        concurrency: Math.max(1, fetchFor(slots.size)),
         lockDuration: config.lockDurationMs,
         stalledInterval: config.stalledIntervalMs,
         maxStalledCount: config.maxStalledCount,
@@ -352,6 +363,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
           await Promise.all(workers.map((w) => w.close(true).catch(() => {})));
         }
         if (renewBudget) clearInterval(renewBudget);
+        clearInterval(watchPressure);
         if (sweeper) clearInterval(sweeper);
         await producer.close().catch(() => {});
         server.close();

@@ -92,4 +92,14 @@ describe('pacing under database pressure', () => {
     const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
     expect(sum(after)).toBeLessThan(sum(signalled) / 2);
   }, 60_000);
+
+  it('an idle worker also remembers pressure that came and went between its runs', async () => {
+    worker = await run(60_000);
+    await redis.set(pressureKey(), 'p99:40ms', 'PX', 60_000);
+    await new Promise((r) => setTimeout(r, 1_000)); // no job runs meanwhile
+    await redis.del(pressureKey());
+    const after = await chunkGaps();
+    console.log(`pacing after pressure seen while idle: gaps ${after.join(', ')} ms`);
+    expect(Math.min(...after)).toBeGreaterThanOrEqual(PAUSE_MS * 0.7);
+  }, 60_000);
 });

@@ -186,14 +186,25 @@ export async function forgiveBlamelessStall(job: Job, deps: RunnerDeps): Promise
   if (job.stalledCounter === 0) return undefined;
   const jobId = envelopeSchema.safeParse(job.data).data?.jobId;
   if (!jobId) return undefined;
-  const r = await deps.database.pool.query<Omit<DispatchRow, 'dispatches'> & { lease: number; progressed: boolean; idle: boolean }>(
-    `select j.id, j.team_id as "teamId", j.type, j.queue, j.seq, j.payload, j.lease,
-            j.lease_owner is null as idle,
-            exists (select 1 from job_chunks c where c.job_id = j.id and c.lease = j.lease) as progressed
-     from jobs j where j.id = $1 and j.status in ('queued', 'active')`,
-    [jobId],
-  );
-  const row = r.rows[0];
+  type Row = Omit<DispatchRow, 'dispatches'> & { lease: number; progressed: boolean; idle: boolean };
+  let rows: Row[];
+  try {
+    rows = (
+      await deps.database.pool.query<Row>(
+        `select j.id, j.team_id as "teamId", j.type, j.queue, j.seq, j.payload, j.lease,
+                j.lease_owner is null as idle,
+                exists (select 1 from job_chunks c where c.job_id = j.id and c.lease = j.lease) as progressed
+         from jobs j where j.id = $1 and j.status in ('queued', 'active')`,
+        [jobId],
+      )
+    ).rows;
+  } catch (err) {
+    // The database cannot say (an outage): the delivery runs on, and its claim meets the outage,
+    // which waits it out without using an attempt. Anything past this read fails the delivery.
+    if (isConnectionError(err)) return undefined;
+    throw err;
+  }
+  const row = rows[0];
   if (!row || !(row.progressed || row.idle)) return undefined;
   const dispatch = await nextDispatch(deps.database.db, jobId, { lease: row.lease });
   if (dispatch === undefined) return undefined;
