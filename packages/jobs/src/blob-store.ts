@@ -49,7 +49,7 @@ export class FsBlobStore implements BlobStore {
    */
   async put(key: string, body: Readable | Buffer | string): Promise<{ size: number }> {
     const target = this.file(key);
-    await mkdir(path.dirname(target), { recursive: true });
+    await makeFolder(path.dirname(target));
     const tmp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
     try {
       const src = typeof body === 'string' || Buffer.isBuffer(body) ? Readable.from([body]) : body;
@@ -108,7 +108,7 @@ export class FsBlobStore implements BlobStore {
 
   async writeAt(key: string, offset: number, body: Buffer | string | AsyncIterable<Buffer>): Promise<{ size: number }> {
     const file = this.file(key);
-    await mkdir(path.dirname(file), { recursive: true });
+    await makeFolder(path.dirname(file));
     const pieces: Iterable<Buffer> | AsyncIterable<Buffer> = typeof body === 'string' ? [Buffer.from(body, 'utf8')] : Buffer.isBuffer(body) ? [body] : body;
     // Positional writes, not O_APPEND: a resumed writer overwrites bytes its crashed predecessor
     // wrote past the last checkpoint instead of appending after them.
@@ -139,10 +139,17 @@ export class FsBlobStore implements BlobStore {
   async move(from: string, to: string): Promise<void> {
     const src = this.file(from);
     const target = this.file(to);
-    await mkdir(path.dirname(target), { recursive: true });
+    await makeFolder(path.dirname(target));
     await rename(src, target);
     await syncFolder(path.dirname(target));
   }
+}
+
+/** Creates a folder and its missing parents durably: each created folder's entry is synced in its parent. */
+async function makeFolder(dir: string): Promise<void> {
+  const first = await mkdir(dir, { recursive: true });
+  if (first === undefined) return;
+  for (let d = path.resolve(dir); d.length >= path.resolve(first).length; d = path.dirname(d)) await syncFolder(path.dirname(d));
 }
 
 /** Makes a folder's entries (a rename, a new file) survive a machine crash. */
