@@ -17,9 +17,12 @@ const IMPORT_TABLE_SEED = 10_000;
 const INTERVAL_MS = 5;
 /** Every SAVE_EVERY-th request is the editor's save (20/s), the others are reads (180/s). */
 const SAVE_EVERY = 10;
-/** Alternating windows: the work on for WINDOW_MS, off (idle) for WINDOW_MS, CYCLES times. */
+/**
+ * Alternating windows: the work on for WINDOW_MS, off (idle) for WINDOW_MS, CYCLES times
+ * (`BENCH_INTERACTIVE_CYCLES`, default 4: more cycles weigh a rare stall of the machine less).
+ */
 const WINDOW_MS = 4_000;
-const CYCLES = 4;
+const CYCLES = Math.max(1, Number(process.env.BENCH_INTERACTIVE_CYCLES) || 4);
 /** A status-quo transaction is measured until it commits, at most this long. */
 const STATUS_QUO_MAX_MS = 240_000;
 const EDITOR_POOL = 4;
