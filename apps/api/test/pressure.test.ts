@@ -57,6 +57,9 @@ describe('database pressure from read latency', () => {
     const value = await waitFor(async () => (await redis.get(`${t.queuePrefix}:db-pressure`)) ?? undefined, { timeoutMs: 2_000, what: 'the pressure key' });
     expect(value).toMatch(/^p99:\d+ms$/);
     expect(Number(value.slice(4, -2))).toBeGreaterThanOrEqual(25);
+    // When it last happened, by Redis's clock, for workers that start or wake later.
+    const [secs] = await redis.time();
+    expect(Number(secs) * 1000 - Number(await redis.get(`${t.queuePrefix}:db-pressure:last`))).toBeLessThan(5_000);
   });
 
   it('with the latency signal off, the same slow reads set nothing (the pool never waited)', async () => {

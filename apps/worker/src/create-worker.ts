@@ -12,6 +12,7 @@ import {
   FsBlobStore,
   jobDefinition,
   Producer,
+  readPressure,
   sweepBlobs,
   waitReady,
 } from '@platform/jobs';
@@ -141,13 +142,13 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
   // Read every 100 ms at most: each slow read before a run notices counts against the studio.
   let pressureWas = false;
   const pressure = new PressureGauge(async () => {
-    const v = await redis.get(`${config.queuePrefix}:db-pressure`);
-    if ((v !== null) !== pressureWas) {
-      if (v !== null) log.info({ signal: v }, 'the API signals database pressure: chunks are halved and paced');
+    const r = await readPressure(redis, config.queuePrefix);
+    if (r.up !== pressureWas) {
+      if (r.up) log.info({ signal: r.value }, 'the API signals database pressure: chunks are halved and paced');
       else log.info({ memoryMs: config.pressureMemoryMs }, 'database pressure signal gone: pacing fades out');
-      pressureWas = v !== null;
+      pressureWas = r.up;
     }
-    return v !== null;
+    return r;
   }, {
     pollMs: 100,
     memoryMs: config.pressureMemoryMs,

@@ -8,7 +8,7 @@ function gauge(memoryMs: number) {
   const g = new PressureGauge(
     async () => {
       reads++;
-      return key;
+      return { up: key };
     },
     { pollMs: 250, memoryMs },
     () => t,
@@ -67,7 +67,7 @@ describe('the pressure gauge', () => {
     let fail = false;
     const g = new PressureGauge(async () => {
       if (fail) throw new Error('connection closed');
-      return true;
+      return { up: true };
     }, { pollMs: 250, memoryMs: 1_000 }, () => t);
     expect(await g.level()).toBe(1);
     fail = true;
@@ -75,5 +75,15 @@ describe('the pressure gauge', () => {
     expect(await g.level()).toBeCloseTo(0.5, 5);
     t += 500;
     expect(await g.level()).toBe(0);
+  });
+
+  it('counts the memory from when the API last signalled, by Redis, even for pressure it never saw', async () => {
+    let t = 100_000;
+    const g = new PressureGauge(async () => ({ up: false, sinceMs: 6_000 }), { pollMs: 250, memoryMs: 30_000 }, () => t);
+    expect(await g.level()).toBeCloseTo(0.8, 5);
+    t += 24_000; // read again: still 6 s ago by the server (the API signalled again meanwhile)
+    expect(await g.level()).toBeCloseTo(0.8, 5);
+    const never = new PressureGauge(async () => ({ up: false }), { pollMs: 250, memoryMs: 30_000 }, () => t);
+    expect(await never.level()).toBe(0);
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
-import { createRedis, waitReady } from '@platform/jobs';
+import { createRedis, signalPressure, waitReady } from '@platform/jobs';
 import type { Redis } from 'ioredis';
 import { loadConfig } from '../src/config';
 import { startWorker, type WorkerRuntime } from '../src/create-worker';
@@ -101,5 +101,14 @@ describe('pacing under database pressure', () => {
     const after = await chunkGaps();
     console.log(`pacing after pressure seen while idle: gaps ${after.join(', ')} ms`);
     expect(Math.min(...after)).toBeGreaterThanOrEqual(PAUSE_MS * 0.7);
+  }, 60_000);
+
+  it('a worker started after the API signalled pressure (the signal already gone) starts paced', async () => {
+    await signalPressure(redis, t.queuePrefix, 'p99:40ms', 200);
+    await waitFor(async () => (await redis.exists(pressureKey())) === 0, { timeoutMs: 5_000, intervalMs: 20, what: 'the signal to expire' });
+    worker = await run(60_000);
+    const first = await chunkGaps();
+    console.log(`pacing of a worker started after the signal: gaps ${first.join(', ')} ms`);
+    expect(Math.min(...first)).toBeGreaterThanOrEqual(PAUSE_MS * 0.7);
   }, 60_000);
 });

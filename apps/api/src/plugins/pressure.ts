@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { signalPressure } from '@platform/jobs';
 import type { ApiDeps } from '../deps';
 
 /** Reads timed over this long make one percentile; fewer than MIN_SAMPLES make none. */
@@ -20,7 +21,6 @@ const LATENCY_HOLD_MS = 5_000;
  * the workers' chunks take the CPU the reads need (bench `interactive-latency`).
  */
 export function publishDbPressure(app: FastifyInstance, deps: ApiDeps, everyMs = 100): void {
-  const key = `${deps.config.queuePrefix}:db-pressure`;
   const limitMs = deps.config.pressureLatencyMs;
   const reads = new ReadLatencies(WINDOW_MS);
   if (limitMs > 0) {
@@ -38,7 +38,7 @@ export function publishDbPressure(app: FastifyInstance, deps: ApiDeps, everyMs =
     const slow = p99 !== undefined && p99 > limitMs;
     if ((waiting > 0 || slow) && deps.redis.status === 'ready') {
       const [value, holdMs] = waiting > 0 ? [`pool:${waiting}`, 2_000] : [`p99:${Math.round(p99!)}ms`, LATENCY_HOLD_MS];
-      deps.redis.set(key, value, 'PX', holdMs).catch(() => {});
+      signalPressure(deps.redis, deps.config.queuePrefix, value, holdMs).catch(() => {});
     }
   }, everyMs);
   timer.unref();
