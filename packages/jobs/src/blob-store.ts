@@ -54,14 +54,9 @@ export class FsBlobStore implements BlobStore {
     try {
       const src = typeof body === 'string' || Buffer.isBuffer(body) ? Readable.from([body]) : body;
       await pipeline(src, createWriteStream(tmp));
-      const handle = await open(tmp, 'r+');
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      await syncPath(tmp);
       await rename(tmp, target);
-      await syncFolder(path.dirname(target));
+      await syncPath(path.dirname(target));
     } catch (err) {
       await rm(tmp, { force: true });
       throw err;
@@ -132,7 +127,7 @@ export class FsBlobStore implements BlobStore {
       await handle.close();
     }
     // A part file started here: its folder entry must survive a crash as well as its bytes.
-    if (offset === 0) await syncFolder(path.dirname(file));
+    if (offset === 0) await syncPath(path.dirname(file));
     return { size: at };
   }
 
@@ -141,7 +136,7 @@ export class FsBlobStore implements BlobStore {
     const target = this.file(to);
     await makeFolder(path.dirname(target));
     await rename(src, target);
-    await syncFolder(path.dirname(target));
+    await syncPath(path.dirname(target));
   }
 }
 
@@ -149,12 +144,12 @@ export class FsBlobStore implements BlobStore {
 async function makeFolder(dir: string): Promise<void> {
   const first = await mkdir(dir, { recursive: true });
   if (first === undefined) return;
-  for (let d = path.resolve(dir); d.length >= path.resolve(first).length; d = path.dirname(d)) await syncFolder(path.dirname(d));
+  for (let d = path.resolve(dir); d.length >= path.resolve(first).length; d = path.dirname(d)) await syncPath(path.dirname(d));
 }
 
-/** Makes a folder's entries (a rename, a new file) survive a machine crash. */
-async function syncFolder(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
+/** Makes a file's bytes, or a folder's entries (a rename, a new file), survive a machine crash. */
+async function syncPath(p: string): Promise<void> {
+  const handle = await open(p, 'r');
   try {
     await handle.sync();
   } finally {

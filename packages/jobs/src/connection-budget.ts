@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { LUA_NOW_MS } from './connection';
 
 /**
  * The database connections all workers together may hold, shared through Redis so it holds
@@ -9,8 +10,7 @@ import type { Redis } from 'ioredis';
 const ACQUIRE = `
 local holders, expiry = KEYS[1], KEYS[2]
 local holder, want, budget, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${LUA_NOW_MS}
 local dead = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
 for _, d in ipairs(dead) do
   redis.call('HDEL', holders, d)

@@ -3,6 +3,13 @@ import { Redis } from 'ioredis';
 export type RedisRole = 'worker' | 'producer';
 
 /**
+ * A Lua fragment for scripts that need the time: sets `now` to Redis's own clock in milliseconds
+ * (TIME), so that processes on different machines agree whatever their clocks say.
+ */
+export const LUA_NOW_MS = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
+/**
  * Workers wait out a Redis outage (`maxRetriesPerRequest: null`, BullMQ's requirement for blocking
  * connections); the API's producer fails fast (`enableOfflineQueue: false`) so an outage is an
  * immediate 503, not a hung request.

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { LUA_NOW_MS } from './connection';
 
 /**
  * The database-pressure signal between the API and the workers, in Redis. `<prefix>:db-pressure`
@@ -13,16 +14,15 @@ const LAST_KEPT_MS = 60 * 60_000;
 
 const SIGNAL = `
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local t = redis.call('TIME')
-redis.call('SET', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 'PX', ARGV[3])
+${LUA_NOW_MS}
+redis.call('SET', KEYS[2], now, 'PX', ARGV[3])
 return 1
 `;
 
 const READ = `
 local v = redis.call('GET', KEYS[1])
 local last = redis.call('GET', KEYS[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${LUA_NOW_MS}
 if last then return {v or '', now - tonumber(last)} end
 return {v or '', -1}
 `;
