@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { inject } from 'vitest';
-import { createDatabase, type Database } from '@platform/db';
+import { claimsTable, createDatabase, type Database } from '@platform/db';
 import { cloneTemplateDatabase } from '@platform/db/testing';
 import { createRedis, FsBlobStore, Producer } from '@platform/jobs';
 
@@ -154,4 +154,12 @@ export function workerProcesses(env: () => Record<string, string>) {
       list.length = 0;
     },
   };
+}
+
+/** Rows in an import job's claims table, or null when the table is gone (dropped at the job's end). */
+export async function claimCount(database: Database, jobId: string): Promise<number | null> {
+  const t = claimsTable(jobId);
+  const exists = (await database.pool.query<{ t: string | null }>('select to_regclass($1)::text as t', [t])).rows[0]!.t !== null;
+  if (!exists) return null;
+  return (await database.pool.query<{ n: number }>(`select count(*)::int as n from ${t}`)).rows[0]!.n;
 }

@@ -428,7 +428,7 @@ export async function watchJob(
  * pages are not written during it. Done before the platform's import and before the COPY alike.
  */
 export async function quiesce(ctx: BenchContext): Promise<void> {
-  await ctx.pg.query('vacuum (analyze) cms_rows, cms_import_keys');
+  await ctx.pg.query('vacuum (analyze) cms_rows');
   await ctx.pg.query('checkpoint').catch(() => {}); // needs superuser or pg_checkpoint: best effort
 }
 

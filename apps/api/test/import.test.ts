@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { loadConfig } from '../../worker/src/config';
 import { startWorker, type WorkerRuntime } from '../../worker/src/create-worker';
-import { bearer, buildTestApi, createTestEnv, waitFor, type TestEnv } from '../../../test/helpers';
+import { bearer, buildTestApi, claimCount, createTestEnv, waitFor, type TestEnv } from '../../../test/helpers';
 import { count, createProject, createTable, createTeam, expectError, type Team } from './support';
 
 /** `cms.import` end to end: the HTTP contract, an in-process worker, real Redis and PostgreSQL. */
@@ -156,7 +156,7 @@ describe('CSV imports', () => {
     expect(repeats).toHaveLength(3);
     expect(repeats[0].message).toMatch(/repeats the row on line \d+/);
     expect(await count(t.database, 'cms_rows where table_id = $1', [tableId])).toBe(0);
-    expect(await count(t.database, 'cms_import_keys where job_id = $1', [job.id])).toBe(0);
+    expect(await claimCount(t.database, job.id)).toBeNull();
   });
 
   it('under onError=skip writes exactly the 990 good rows and names the ten skipped lines', async () => {
@@ -175,7 +175,7 @@ describe('CSV imports', () => {
     expect(got.get('r20')).toEqual({ title: 'row 20', views: 20 });
     expect(got.get('r37')).toEqual({ title: 'multi\nline, "quoted"\nrow 37', views: 37 });
     expect(got.has('r13')).toBe(false);
-    expect(await count(t.database, 'cms_import_keys where job_id = $1', [job.id])).toBe(0);
+    expect(await claimCount(t.database, job.id)).toBeNull();
   });
 
   it('refuses a header that names a column the table does not have', async () => {
@@ -266,6 +266,33 @@ describe('NDJSON imports, modes and identifiers', () => {
     const got = await rows(tableId);
     expect(got.get('keep')).toEqual({ title: 'Kept' });
     expect(got.get('fresh')).toEqual({ title: 'Fresh' });
+  });
+
+  it('under onError=abort names every repeat of an identifier, chunks apart, by the line it repeats, in the same way as onError=skip', async () => {
+    // 450 rows in chunks of 100: "twice" on lines 2 and 352, "thrice" on 5, 205 and 451, "keep" is
+    // in the table already and on lines 10 and 300 (both "already exists", neither claims it).
+    const tableId = await newTable();
+    expect((await importAndWait(tableId, 'identifier,title\nkeep,Kept\n')).status).toBe('completed');
+    const special: Record<number, string> = { 2: 'twice', 352: 'twice', 5: 'thrice', 205: 'thrice', 451: 'thrice', 10: 'keep', 300: 'keep' };
+    const lines = ['identifier,title'];
+    for (let line = 2; line <= 451; line++) lines.push(`${special[line] ?? `row${line}`},title ${line}`);
+    const file = `${lines.join('\n')}\n`;
+    const expected = [
+      { line: 10, field: 'identifier', message: 'identifier "keep" already exists in the table' },
+      { line: 205, field: 'identifier', message: 'identifier "thrice" repeats the row on line 5' },
+      { line: 300, field: 'identifier', message: 'identifier "keep" already exists in the table' },
+      { line: 352, field: 'identifier', message: 'identifier "twice" repeats the row on line 2' },
+      { line: 451, field: 'identifier', message: 'identifier "thrice" repeats the row on line 5' },
+    ];
+    const aborted = await importAndWait(tableId, file);
+    expect(aborted.status).toBe('failed');
+    expect(aborted.error).toMatchObject({ code: 'validation_failed', invalidCount: 5, details: expected });
+    expect((await rows(tableId)).size).toBe(1);
+    expect(await claimCount(t.database, aborted.id)).toBeNull();
+
+    const skipped = await importAndWait(tableId, file, { query: 'onError=skip' });
+    expect(skipped.result).toMatchObject({ inserted: 445, skippedCount: 5, skipped: expected });
+    expect((await rows(tableId)).get('thrice')).toEqual({ title: 'title 5' });
   });
 });
 

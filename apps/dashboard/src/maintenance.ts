@@ -1,6 +1,7 @@
 import {
   countEndedJobsByQueue,
   downsampleQueueSamples,
+  dropOrphanClaimTables,
   purgeAuditLog,
   purgeJobHistory,
   purgeQueueSamples,
@@ -62,6 +63,8 @@ export interface PurgeReport {
   samples: number;
   audit: number;
   jobs: number;
+  /** Claims tables of imports whose job was purged (kept for a retry until then). */
+  claimTables: number;
 }
 
 export class Maintenance {
@@ -166,7 +169,8 @@ export class Maintenance {
     const samples = await purgeQueueSamples(this.db, new Date(now.getTime() - o.samplesRetentionDays * DAY_MS));
     const audit = await this.batches(PURGE_BATCH, (n) => purgeAuditLog(this.db, new Date(now.getTime() - o.auditRetentionDays * DAY_MS), n));
     const jobs = await this.batches(JOB_PURGE_BATCH, (n) => purgeJobHistory(this.db, new Date(now.getTime() - o.historyRetentionDays * DAY_MS), n));
-    return { downsampled, samples, audit, jobs };
+    const claimTables = this.stopped ? 0 : await dropOrphanClaimTables(this.db);
+    return { downsampled, samples, audit, jobs, claimTables };
   }
 
   private async batches(size: number, step: (batch: number) => Promise<number>): Promise<number> {

@@ -1,4 +1,4 @@
-import { auditLog, cmsImportKeys, createTeam, insertJob, jobChunks, jobEvents, queueSamples, recordJobEvent, startAudit, uuidv7 } from '@platform/db';
+import { auditLog, claimsTable, createClaimsTable, createTeam, insertJob, jobChunks, jobEvents, queueSamples, recordJobEvent, startAudit, uuidv7 } from '@platform/db';
 import { bulkWriteJob, exportJob } from '@platform/jobs';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -124,12 +124,11 @@ describe('retention', () => {
     const stuck = await make('queued', 120);
     await t.database.db.insert(jobChunks).values({ jobId: old.id, seq: 1, lease: 1, rows: 10, durationMs: 5 });
     await recordJobEvent(t.database.db, { jobId: old.id, kind: 'completed' });
-    // Claims a failed import kept for a retry: purged with its job; a younger job's stay.
-    await t.database.db.insert(cmsImportKeys).values([
-      { jobId: oldFailed.id, identifier: 'a', line: 1 },
-      { jobId: oldFailed.id, identifier: 'b', line: 2 },
-      { jobId: finishedRecently.id, identifier: 'a', line: 1 },
-    ]);
+    // Claims tables a failed import kept for a retry: dropped with its job; a younger job's stays.
+    for (const job of [oldFailed, finishedRecently]) {
+      await createClaimsTable(t.database.db, job.id);
+      await t.database.pool.query(`insert into ${claimsTable(job.id)} (identifier, line) values ('a', 1), ('b', 2)`);
+    }
 
     const entry = (at: Date) => startAudit(t.database.db, { actor: 'x', actorRole: 'operator', via: 'session', action: 'job.cancel', params: {}, jobIds: [old.id] }).then((r) =>
       t.database.db.update(auditLog).set({ at }).where(eq(auditLog.id, r.id)),
@@ -138,13 +137,15 @@ describe('retention', () => {
     await entry(ago(300));
 
     const report = await t.app.maintenance.purgeOnce(now);
-    expect(report).toMatchObject({ jobs: 2, audit: 1 });
+    expect(report).toMatchObject({ jobs: 2, audit: 1, claimTables: 1 });
     const left = await t.database.pool.query<{ id: string }>('select id from jobs where id = any($1::uuid[])', [[old.id, oldFailed.id, finishedRecently.id, young.id, stuck.id]]);
     expect(left.rows.map((r) => r.id).sort()).toEqual([finishedRecently.id, young.id, stuck.id].sort());
     expect(await t.database.db.select().from(jobChunks).where(eq(jobChunks.jobId, old.id))).toEqual([]);
     expect(await t.database.db.select().from(jobEvents).where(eq(jobEvents.jobId, old.id))).toEqual([]);
-    const claims = await t.database.db.select({ jobId: cmsImportKeys.jobId }).from(cmsImportKeys);
-    expect(claims.map((c) => c.jobId)).toEqual([finishedRecently.id]);
+    const exists = async (jobId: string) =>
+      (await t.database.pool.query<{ t: string | null }>('select to_regclass($1)::text as t', [claimsTable(jobId)])).rows[0]!.t !== null;
+    expect(await exists(oldFailed.id)).toBe(false);
+    expect(await exists(finishedRecently.id)).toBe(true);
     const audit = await t.database.db.select({ n: sql<number>`count(*)::int` }).from(auditLog);
     expect(audit[0]!.n).toBe(1);
   });

@@ -11,3 +11,4 @@ export * from './queries/staff';
 export { runMigrations, MIGRATIONS_DIR } from './migrate';
 export * as schema from './schema/index';
 export * from './queries/dashboard';
+export * from './queries/import-claims';

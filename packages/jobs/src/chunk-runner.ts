@@ -185,17 +185,31 @@ export class JobRun<C = unknown> {
  * Drives a run to the end: asks `plan` for the next chunk (reads happen there, outside any
  * transaction), commits it, and repeats until `plan` returns null. Resumes from the run's
  * committed checkpoint, or `initial` on a first run.
+ *
+ * `ahead`: plan the next chunk while this one commits, from the checkpoint this one will commit,
+ * so the process parses and encodes while PostgreSQL writes (the import's write pass spent a third
+ * of its time between transactions without it). Only for a `plan` that reads nothing an earlier
+ * chunk of the run writes; a plan made for a chunk that then fails to commit is dropped.
  */
 export async function runChunks<C>(
   run: JobRun<C>,
   initial: C,
   plan: (checkpoint: C) => Promise<Chunk<C> | null>,
+  opts: { ahead?: boolean } = {},
 ): Promise<C> {
   let cp = run.checkpoint ?? initial;
+  let next = plan(cp);
   for (;;) {
-    const chunk = await plan(cp);
+    const chunk = await next;
     if (!chunk) return cp;
+    let planned: Promise<Chunk<C> | null> | undefined;
+    if (opts.ahead) {
+      planned = plan(chunk.checkpoint);
+      // Dropped unread when this chunk's commit fails (its error then is the run's, not news).
+      planned.catch(() => {});
+    }
     await run.commit(chunk);
     cp = chunk.checkpoint;
+    next = planned ?? plan(cp);
   }
 }

@@ -9,9 +9,9 @@ import type { DbOrTx } from '../client';
 
 /**
  * Ended jobs (completed, failed, cancelled) created and finished before `cutoff`, with their
- * chunks and events (foreign keys cascade) and the import claims a failed import kept for its
- * retry (no foreign key there: deleted here). Queued and running jobs are kept however old they
- * are. Walks `jobs_created_idx` from the oldest row.
+ * chunks and events (foreign keys cascade). Queued and running jobs are kept however old they
+ * are. Walks `jobs_created_idx` from the oldest row. The claims table a failed import kept for its
+ * retry goes after its job (`dropOrphanClaimTables`).
  */
 export async function purgeJobHistory(db: DbOrTx, cutoff: Date, batch = 5_000): Promise<number> {
   const r = await db.execute<{ n: number }>(sql`
@@ -26,8 +26,6 @@ export async function purgeJobHistory(db: DbOrTx, cutoff: Date, batch = 5_000): 
         for update skip locked
       )
       returning id
-    ), claims as (
-      delete from cms_import_keys k using gone where k.job_id = gone.id
     )
     select count(*)::int as n from gone`);
   return r.rows[0]?.n ?? 0;

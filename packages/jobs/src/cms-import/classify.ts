@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { ImportRow, RowProblem } from './rows';
-import { findClaims, findExisting } from './writes';
+import { findClaims, findExisting, repeatMessage } from './writes';
 
 export interface ClassifyOptions {
   pool: Pick<pg.Pool, 'query'>;
@@ -8,10 +8,14 @@ export interface ClassifyOptions {
   tableId: string;
   mode: 'insert' | 'upsert';
   /**
-   * `mode=insert`: check identifiers against the table and the earlier rows of the file. Off for
-   * the write pass after a validate pass, whose claims already cover the whole file.
+   * `mode=insert`: which identifiers make a row invalid. `file-and-table` (the write pass under
+   * `onError=skip`): one a live row has, or an earlier valid row of the file claimed. `table` (the
+   * validate pass): one a live row has; every other valid row claims, repeats included, and the
+   * pass finds the repeats with one query at its end (`findRepeats`), so no chunk reads what an
+   * earlier chunk wrote and chunks can be planned while the one before commits. `none`: the write
+   * pass after a validate pass, whose checks cover the whole file.
    */
-  checkIdentifiers: boolean;
+  identifiers: 'file-and-table' | 'table' | 'none';
 }
 
 export interface Classified {
@@ -43,16 +47,17 @@ export async function classify(rows: ImportRow[], o: ClassifyOptions): Promise<C
     }
     return out;
   }
-  const [claimed, existing] = o.checkIdentifiers
-    ? await Promise.all([findClaims(o.pool, o.jobId, idents), findExisting(o.pool, o.tableId, idents)])
-    : [new Map<string, number>(), new Set<string>()];
+  const [claimed, existing] = await Promise.all([
+    o.identifiers === 'file-and-table' ? findClaims(o.pool, o.jobId, idents) : new Map<string, number>(),
+    o.identifiers === 'none' ? new Set<string>() : findExisting(o.pool, o.tableId, idents),
+  ]);
   const here = new Map<string, number>();
   for (const r of rows) {
     const id = r.identifier;
-    if (id !== undefined && o.checkIdentifiers) {
-      const first = claimed.get(id) ?? here.get(id);
+    if (id !== undefined && o.identifiers !== 'none') {
+      const first = o.identifiers === 'file-and-table' ? (claimed.get(id) ?? here.get(id)) : undefined;
       if (first !== undefined) {
-        r.problems.push({ line: r.line, field: 'identifier', message: `identifier ${JSON.stringify(id)} repeats the row on line ${first}` });
+        r.problems.push({ line: r.line, field: 'identifier', message: repeatMessage(id, first) });
       } else if (existing.has(id)) {
         r.problems.push({ line: r.line, field: 'identifier', message: `identifier ${JSON.stringify(id)} already exists in the table` });
       }

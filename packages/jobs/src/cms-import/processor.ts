@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { getCmsTable, type CmsTableRow } from '@platform/db';
+import { createClaimsTable, dropClaimsTable, getCmsTable, type CmsTableRow } from '@platform/db';
 import { runChunks, type Chunk } from '../chunk-runner';
 import { insertRowsStatement } from '../cms/row-writes';
 import { JobInputError } from '../errors';
@@ -8,7 +8,7 @@ import { classify, collapseUpserts } from './classify';
 import type { importPayload } from './definition';
 import type { RowProblem } from './rows';
 import { openSource, type Position, type RowSource, type SourceRecord } from './source';
-import { claimIdentifiersStatement, dropClaims, upsertRows } from './writes';
+import { claimIdentifiersStatement, findRepeats, upsertRows } from './writes';
 
 type Payload = z.infer<typeof importPayload>;
 
@@ -70,16 +70,17 @@ export const importProcessor: Processor<Payload> = async (ctx) => {
   const table = await getCmsTable(database.db, payload.tableId, ctx.teamId);
   if (!table) throw new JobInputError('the CMS table no longer exists', 'not_found');
   let cp: ImportCheckpoint = (run.checkpoint as ImportCheckpoint | null) ?? fresh(payload.onError === 'abort' ? 'validate' : 'write');
+  const claiming = payload.mode === 'insert' && (cp.phase === 'validate' || payload.onError === 'skip');
+  if (claiming) await createClaimsTable(database.db, ctx.jobId);
   try {
     if (cp.phase === 'validate') {
       cp = await pass(ctx, table, cp);
-      if (cp.invalid > 0) {
-        throw new JobInputError(
-          `${cp.invalid} invalid row(s) in the file; nothing was written`,
-          'validation_failed',
-          cp.problems,
-          cp.invalid,
-        );
+      // The pass claimed every valid row, repeats included: one read of the claims finds them.
+      const repeats = payload.mode === 'insert' ? await findRepeats(database.pool, ctx.jobId, MAX_PROBLEMS) : { count: 0, problems: [] };
+      const invalid = cp.invalid + repeats.count;
+      if (invalid > 0) {
+        const problems = [...cp.problems, ...repeats.problems].sort((a, b) => a.line - b.line).slice(0, MAX_PROBLEMS);
+        throw new JobInputError(`${invalid} invalid row(s) in the file; nothing was written`, 'validation_failed', problems, invalid);
       }
       const next: ImportCheckpoint = { ...fresh('write'), total: cp.rows };
       await run.commit({ checkpoint: next, done: 0, total: cp.rows, rows: 0 });
@@ -90,10 +91,11 @@ export const importProcessor: Processor<Payload> = async (ctx) => {
     cp = await pass(ctx, table, cp);
   } catch (err) {
     // Bad input ends the job for good: its claims are of no further use.
-    if (err instanceof JobInputError) await dropClaims(database.pool, ctx.jobId).catch(() => {});
+    if (err instanceof JobInputError && payload.mode === 'insert') await dropClaimsTable(database.db, ctx.jobId).catch(() => {});
     throw err;
   }
-  await dropClaims(database.pool, ctx.jobId);
+  // Also when this run did not claim: an earlier run's validate pass did.
+  if (payload.mode === 'insert') await dropClaimsTable(database.db, ctx.jobId);
   await ctx.blobs.delete(payload.blobKey);
   const result: ImportResult = { inserted: cp.inserted, updated: cp.updated, skippedCount: cp.invalid, skipped: cp.problems };
   return result;
@@ -102,6 +104,11 @@ export const importProcessor: Processor<Payload> = async (ctx) => {
 /** Runs one phase to the end of the file, from its checkpoint. */
 async function pass(ctx: ProcessorContext<Payload>, table: CmsTableRow, start: ImportCheckpoint): Promise<ImportCheckpoint> {
   const { payload, run } = ctx;
+  // A chunk's plan may be made while the one before commits when it reads nothing that chunk
+  // writes: the validate pass (it reads the table, and writes only claims it reads at its end) and
+  // the write pass after it under mode=insert (it reads nothing). Not under onError=skip (a chunk
+  // reads the claims of the chunks before it) nor mode=upsert (it reads the rows they wrote).
+  const planAhead = start.phase === 'validate' || (payload.mode === 'insert' && payload.onError === 'abort');
   let source: RowSource | undefined;
   // The next chunk's records, read (parsed) while this one is checked and committed.
   let ahead: Promise<Taken> | undefined;
@@ -126,7 +133,7 @@ async function pass(ctx: ProcessorContext<Payload>, table: CmsTableRow, start: I
         ahead.catch(() => {});
       }
       return planChunk(ctx, table, at, taken);
-    });
+    }, { ahead: planAhead });
   } finally {
     source?.close();
   }
@@ -180,7 +187,7 @@ async function planChunk(
     jobId,
     tableId: table.id,
     mode: payload.mode,
-    checkIdentifiers: checked,
+    identifiers: validating ? 'table' : checked ? 'file-and-table' : 'none',
   });
   if (!checked && c.invalidRows > 0) {
     // The validate pass found none; the same file read again cannot have any.
@@ -200,7 +207,7 @@ async function planChunk(
   // Statements are built here, before the transaction begins (see insertRowsStatement).
   const claims = checked && payload.mode === 'insert' ? claimIdentifiersStatement(jobId, c.claims) : null;
   if (validating) {
-    // Nothing is written but the claims, so that later chunks can tell a repeat within the file.
+    // Nothing is written but the claims, so that the pass's end can tell a repeat within the file.
     if (claims) {
       chunk.write = async ({ client }) => {
         await client.query(claims);

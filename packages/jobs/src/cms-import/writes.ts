@@ -1,16 +1,17 @@
 import type pg from 'pg';
-import { uuidv7 } from '@platform/db';
+import { claimsTable, uuidv7 } from '@platform/db';
+import type { RowProblem } from './rows';
 import { arrayLiteral } from '../cms/row-writes';
 
 /** A pool (reads between chunks) or a chunk transaction's client (writes). */
 type Queryable = Pick<pg.Pool, 'query'> | pg.PoolClient;
 
-/** Identifiers this import claimed in earlier chunks, with the line that claimed each. */
+/** Identifiers this import claimed in earlier chunks (its claims table), with the first line that claimed each. */
 export async function findClaims(db: Queryable, jobId: string, identifiers: string[]): Promise<Map<string, number>> {
   if (identifiers.length === 0) return new Map();
   const r = await db.query<{ identifier: string; line: number }>(
-    `select identifier, line from cms_import_keys where job_id = $1 and identifier = any($2::text[])`,
-    [jobId, identifiers],
+    `select identifier, min(line) as line from ${claimsTable(jobId)} where identifier = any($1::text[]) group by identifier`,
+    [identifiers],
   );
   return new Map(r.rows.map((x) => [x.identifier, x.line]));
 }
@@ -26,33 +27,43 @@ export async function findExisting(db: Queryable, tableId: string, identifiers: 
 }
 
 /**
- * Records the identifiers a chunk claimed; a repeat of a claim is a bug upstream and fails the
- * chunk. The statement is built (its arrays encoded) before the chunk's transaction; null when
- * there is nothing to claim.
+ * Records the identifiers a chunk claimed in the job's claims table (`createClaimsTable`). The
+ * statement is built (its arrays encoded) before the chunk's transaction; null when there is
+ * nothing to claim.
  */
 export function claimIdentifiersStatement(jobId: string, claims: { identifier: string; line: number }[]): pg.QueryConfig | null {
   if (claims.length === 0) return null;
   return {
-    text: `insert into cms_import_keys (job_id, identifier, line)
-     select $1, u.identifier, u.line from unnest($2::text[], $3::int[]) as u(identifier, line)`,
-    values: [jobId, arrayLiteral(claims.map((c) => c.identifier)), arrayLiteral(claims.map((c) => String(c.line)))],
+    text: `insert into ${claimsTable(jobId)} (identifier, line)
+     select u.identifier, u.line from unnest($1::text[], $2::int[]) as u(identifier, line)`,
+    values: [arrayLiteral(claims.map((c) => c.identifier)), arrayLiteral(claims.map((c) => String(c.line)))],
   };
 }
 
 /**
- * Deletes an import's claims in batches, so no single statement holds many row locks or runs long
- * (a 1M-row import leaves 1M claims).
+ * The rows whose identifier an earlier line of the file claimed, found in one read of the claims
+ * table once a validate pass has claimed every valid row: how many, and the first `limit` by line.
  */
-export async function dropClaims(db: Queryable, jobId: string, batch = 20_000): Promise<void> {
-  for (;;) {
-    const r = await db.query(
-      `delete from cms_import_keys where ctid = any(array(
-         select ctid from cms_import_keys where job_id = $1 limit $2))`,
-      [jobId, batch],
-    );
-    if ((r.rowCount ?? 0) < batch) return;
-  }
+export async function findRepeats(db: Queryable, jobId: string, limit: number): Promise<{ count: number; problems: RowProblem[] }> {
+  const t = claimsTable(jobId);
+  const r = await db.query<{ line: number; identifier: string; first: number; n: number }>(
+    `with firsts as (
+       select identifier, min(line) as first from ${t} group by identifier having count(*) > 1
+     )
+     select k.line, k.identifier, f.first, (count(*) over ())::int as n
+     from ${t} k join firsts f using (identifier)
+     where k.line <> f.first
+     order by k.line
+     limit $1`,
+    [limit],
+  );
+  return {
+    count: r.rows[0]?.n ?? 0,
+    problems: r.rows.map((x) => ({ line: x.line, field: 'identifier', message: repeatMessage(x.identifier, x.first) })),
+  };
 }
+
+export const repeatMessage = (identifier: string, first: number) => `identifier ${JSON.stringify(identifier)} repeats the row on line ${first}`;
 
 /**
  * Replaces the draft of the live row with the same identifier, or adds a row. Identifiers must be
