@@ -126,7 +126,7 @@ describe('retention', () => {
     await recordJobEvent(t.database.db, { jobId: old.id, kind: 'completed' });
     // Claims tables a failed import kept for a retry: dropped with its job; a younger job's stays.
     for (const job of [oldFailed, finishedRecently]) {
-      await createClaimsTable(t.database.db, job.id);
+      await createClaimsTable(t.database.db, job.id, { indexed: false });
       await t.database.pool.query(`insert into ${claimsTable(job.id)} (identifier, line) values ('a', 1), ('b', 2)`);
     }
 

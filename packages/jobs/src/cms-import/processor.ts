@@ -1,14 +1,16 @@
 import type { z } from 'zod';
 import { createClaimsTable, dropClaimsTable, getCmsTable, type CmsTableRow } from '@platform/db';
 import { runChunks, type Chunk } from '../chunk-runner';
-import { insertRowsStatement } from '../cms/row-writes';
+import type pg from 'pg';
+import { runCopyIn } from '../cms/copy-in';
+import { insertRowsCopy } from '../cms/row-writes';
 import { JobInputError } from '../errors';
 import type { Processor, ProcessorContext } from '../processor';
 import { classify, collapseUpserts } from './classify';
 import type { importPayload } from './definition';
 import type { RowProblem } from './rows';
 import { openSource, type Position, type RowSource, type SourceRecord } from './source';
-import { claimIdentifiersStatement, findRepeats, upsertRows } from './writes';
+import { claimIdentifiersCopy, findRepeats, upsertRows } from './writes';
 
 type Payload = z.infer<typeof importPayload>;
 
@@ -71,7 +73,7 @@ export const importProcessor: Processor<Payload> = async (ctx) => {
   if (!table) throw new JobInputError('the CMS table no longer exists', 'not_found');
   let cp: ImportCheckpoint = (run.checkpoint as ImportCheckpoint | null) ?? fresh(payload.onError === 'abort' ? 'validate' : 'write');
   const claiming = payload.mode === 'insert' && (cp.phase === 'validate' || payload.onError === 'skip');
-  if (claiming) await createClaimsTable(database.db, ctx.jobId);
+  if (claiming) await createClaimsTable(database.db, ctx.jobId, { indexed: payload.onError === 'skip' });
   try {
     if (cp.phase === 'validate') {
       cp = await pass(ctx, table, cp);
@@ -204,15 +206,15 @@ async function planChunk(
   };
   const chunk: Chunk<ImportCheckpoint> = { checkpoint: next, done: 0, rows: rows.length };
 
-  // Statements are built here, before the transaction begins (see insertRowsStatement).
-  const claims = checked && payload.mode === 'insert' ? claimIdentifiersStatement(jobId, c.claims) : null;
+  // COPY data is encoded here, before the transaction begins (see insertRowsStatement).
+  const claims = checked && payload.mode === 'insert' ? claimIdentifiersCopy(jobId, c.claims) : null;
+  const claim = async (client: pg.PoolClient) => {
+    const n = claims ? await runCopyIn(client, claims) : 0;
+    if (n !== (claims?.rows ?? 0)) throw new Error(`claimed ${n} of ${claims?.rows} identifiers`);
+  };
   if (validating) {
     // Nothing is written but the claims, so that the pass's end can tell a repeat within the file.
-    if (claims) {
-      chunk.write = async ({ client }) => {
-        await client.query(claims);
-      };
-    }
+    if (claims) chunk.write = ({ client }) => claim(client);
     return chunk;
   }
 
@@ -220,11 +222,11 @@ async function planChunk(
   chunk.total = at.total ?? (eof ? next.rows : undefined);
   if (payload.mode === 'insert') {
     next.inserted += c.valid.length;
-    const insert = c.valid.length > 0 ? await insertRowsStatement(table, c.valid) : null;
+    const insert = c.valid.length > 0 ? await insertRowsCopy(table, c.valid) : null;
     chunk.write = async ({ client }) => {
-      const n = insert ? ((await client.query(insert)).rowCount ?? 0) : 0;
+      const n = insert ? await runCopyIn(client, insert) : 0;
       if (n !== c.valid.length) throw new Error(`inserted ${n} of ${c.valid.length} rows`);
-      if (claims) await client.query(claims);
+      await claim(client);
     };
   } else {
     const u = collapseUpserts(c.valid, c.existing);

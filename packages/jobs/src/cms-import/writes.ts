@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { claimsTable, uuidv7 } from '@platform/db';
 import type { RowProblem } from './rows';
-import { arrayLiteral } from '../cms/row-writes';
+import { copyValue, type CopyIn } from '../cms/copy-in';
 
 /** A pool (reads between chunks) or a chunk transaction's client (writes). */
 type Queryable = Pick<pg.Pool, 'query'> | pg.PoolClient;
@@ -27,17 +27,13 @@ export async function findExisting(db: Queryable, tableId: string, identifiers: 
 }
 
 /**
- * Records the identifiers a chunk claimed in the job's claims table (`createClaimsTable`). The
- * statement is built (its arrays encoded) before the chunk's transaction; null when there is
- * nothing to claim.
+ * Records the identifiers a chunk claimed in the job's claims table (`createClaimsTable`), as a
+ * COPY prepared before the chunk's transaction; null when there is nothing to claim.
  */
-export function claimIdentifiersStatement(jobId: string, claims: { identifier: string; line: number }[]): pg.QueryConfig | null {
+export function claimIdentifiersCopy(jobId: string, claims: { identifier: string; line: number }[]): CopyIn | null {
   if (claims.length === 0) return null;
-  return {
-    text: `insert into ${claimsTable(jobId)} (identifier, line)
-     select u.identifier, u.line from unnest($1::text[], $2::int[]) as u(identifier, line)`,
-    values: [arrayLiteral(claims.map((c) => c.identifier)), arrayLiteral(claims.map((c) => String(c.line)))],
-  };
+  const lines = claims.map((c) => `${copyValue(c.identifier)}\t${c.line}\n`);
+  return { sql: `copy ${claimsTable(jobId)} (identifier, line) from stdin`, data: Buffer.from(lines.join(''), 'utf8'), rows: claims.length };
 }
 
 /**

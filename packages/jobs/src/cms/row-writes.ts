@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { uuidv7 } from '@platform/db';
+import { copyValue, type CopyIn } from './copy-in';
 
 /**
  * Set-based row writes for chunk transactions: one statement per batch, arrays bound as
@@ -49,6 +50,30 @@ export async function insertRowsStatement(table: { id: string; teamId: string },
      select u.id, $1, $2, coalesce(u.ident, u.id::text), u.d
      from rows from (unnest($3::uuid[]), unnest($4::text[]), jsonb_array_elements($5::jsonb)) as u(id, ident, d)`,
     values: [table.id, table.teamId, arrayLiteral(ids), arrayLiteral(identifiers), `[${data.join(',')}]`],
+  };
+}
+
+/**
+ * The same rows as a prepared `COPY cms_rows … FROM STDIN` (`runCopyIn`): PostgreSQL parses each
+ * row's JSON once and builds no intermediate array. A row without an identifier gets its id, as
+ * `insertRowsStatement` gives it.
+ */
+export async function insertRowsCopy(table: { id: string; teamId: string }, rows: RowInsert[]): Promise<CopyIn> {
+  const parts: string[] = [];
+  const fixed = `\t${table.id}\t${table.teamId}\t`;
+  for (let from = 0; from < rows.length; from += ENCODE_SLICE) {
+    if (from > 0) await new Promise((r) => setImmediate(r));
+    let text = '';
+    for (const r of rows.slice(from, from + ENCODE_SLICE)) {
+      const id = uuidv7();
+      text += `${id}${fixed}${copyValue(r.identifier ?? id)}\t${copyValue(JSON.stringify(r.data))}\n`;
+    }
+    parts.push(text);
+  }
+  return {
+    sql: 'copy cms_rows (id, table_id, team_id, identifier, draft_data) from stdin',
+    data: Buffer.from(parts.join(''), 'utf8'),
+    rows: rows.length,
   };
 }
 

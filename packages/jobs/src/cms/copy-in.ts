@@ -1,0 +1,31 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+
+/**
+ * A `COPY … FROM STDIN` whose data is encoded before the chunk's transaction begins (in slices, as
+ * statements are: see `insertRowsStatement`), so the transaction only streams bytes.
+ */
+export interface CopyIn {
+  sql: string;
+  data: Buffer;
+  rows: number;
+}
+
+/** Runs a prepared COPY on the transaction's connection; returns the rows PostgreSQL stored. */
+export async function runCopyIn(client: pg.PoolClient, copy: CopyIn): Promise<number> {
+  const stream = client.query(copyFrom(copy.sql));
+  await pipeline(Readable.from([copy.data]), stream);
+  return stream.rowCount;
+}
+
+const HAS_SPECIAL = /[\\\n\r\t]/;
+const SPECIAL = /[\\\n\r\t]/g;
+const ESCAPES: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/** A value in COPY's text format (tab-separated, backslash escapes; `\N` is NULL). */
+export function copyValue(v: string | null): string {
+  if (v === null) return '\\N';
+  return HAS_SPECIAL.test(v) ? v.replace(SPECIAL, (c) => ESCAPES[c]!) : v;
+}
