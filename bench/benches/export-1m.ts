@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { to as copyTo } from 'pg-copy-streams';
-import { exportPageBoundsSql, exportPageCopySql } from '../../packages/db/src/queries/cms-export';
+import { exportPageCopySql } from '../../packages/db/src/queries/cms-export';
 import { ExportRecords } from '../../packages/jobs/src/cms-export/format';
 import type { TeamClient } from '../lib/api';
 import {
@@ -40,7 +40,7 @@ type Format = 'ndjson' | 'csv';
  * they are loaded with COPY straight into cms_rows. Before measuring (not timed): VACUUM ANALYZE of
  * cms_rows (no autovacuum of the fresh rows during the runs) and one read of the rows (a warm
  * cache for both sides). For the note, the export's page reads are measured apart in this process
- * (measurePages), one page at a time: the export's own page COPYs (same SQL, same pages) read to nothing, and the
+ * (measurePages): the export's own page COPYs (same SQL, same page size) read to nothing, and the
  * same pages without the SQL formatting (the baseline's columns, keyset-paged).
  */
 export const export1m: BenchModule = {
@@ -90,11 +90,11 @@ export const export1m: BenchModule = {
           `Platform: POST→202 ${(p.acceptS * 1000).toFixed(0)} ms, queued ${s1(p.queuedS)}, ` +
           `count + ${p.pages} pages of ≤${p.pageRows.toLocaleString('en-US')} rows ${s1(p.pagesS)} (${pct(p.pagesS, p.seconds)}; ${s1(inTx)} in checkpoint tx, longest ${p.maxTxMs} ms), ` +
           `file built ${s1(p.finalizeS)}, poll lag ${s1(p.pollS)}, download ${s1(p.downloadS)} (${pct(p.downloadS, p.seconds)}); ` +
-          `measured apart in the bench process, one page at a time: the export's page bounds and COPYs (PostgreSQL formats the ${format}) read to nothing ${s1(pages.exportS)}, ` +
-          `the same pages of the baseline's columns ${s1(pages.plainS)}` +
+          `measured apart in the bench process: the export's page COPYs (PostgreSQL formats the ${format}) read to nothing ${s1(pages.exportS)}, ` +
+          `the same keyset pages of the baseline's columns ${s1(pages.plainS)}` +
           (rest > 0
             ? `; the rest of the worker's page time (~${s1(rest)}) is the part-file writes (write + fdatasync per page) and the worker's overhead; `
-            : ` (the worker reads two pages ahead of its writes, each on a connection of its own, so its pages can take less than these one-at-a-time reads); `) +
+            : ` (more than the worker took: measured at different moments of a noisy machine); `) +
           `baseline: COPY (select ${format === 'csv' ? 'id, identifier, a column per field … format csv, header' : 'id, identifier, draft_data'} … order by id) TO STDOUT → /dev/null; ` +
           `worker peak RSS ${p.rssMb.toFixed(0)} MiB; rows ${src.how}; prep (vacuum, warm-up) ${s1(prepS)}, not timed`,
       });
@@ -133,36 +133,34 @@ async function millionRows(ctx: BenchContext): Promise<Source> {
 }
 
 /**
- * The export's page reads alone, one at a time, in this process: its own page bounds and COPYs
- * (same SQL and page size, the output parsed by the same record reader and dropped), and the same
- * pages selecting the baseline's plain columns: the difference is what formatting in SQL costs.
+ * The export's page reads alone, in this process: its own page COPYs (same SQL and page size, the
+ * output parsed by the same record reader and dropped), and the same keyset pages selecting the
+ * baseline's plain columns: the difference is what formatting in SQL costs.
  */
 async function measurePages(ctx: BenchContext, tableId: string, teamId: string, format: Format, pageRows: number) {
   const client = await ctx.pg.connect();
   const filter = { tableId, teamId, published: false };
   try {
-    const timePages = async (as: Format, sqlFor: (afterId: string | null, upTo: string) => string) => {
+    const timePages = async (as: Format, sqlFor: (afterId: string | null) => string) => {
       const t0 = performance.now();
       let after: string | null = null;
       let total = 0;
       for (;;) {
-        // The worker's page bounds (8 MiB of stored data at most, as PAGE_MAX_BYTES there).
-        const bounds = exportPageBoundsSql({ ...filter, afterId: after, limit: pageRows, maxBytes: 8 * 1024 * 1024 });
-        const upTo = (await client.query<{ up_to: string }>(bounds)).rows[0]?.up_to;
-        if (!upTo) break;
         const records = new ExportRecords(as);
-        await pipeline(client.query(copyTo(sqlFor(after, upTo))), new Writable({ write: (c: Buffer, _e, cb) => (records.push(c), cb()) }));
+        await pipeline(client.query(copyTo(sqlFor(after))), new Writable({ write: (c: Buffer, _e, cb) => (records.push(c), cb()) }));
         total += records.rows;
-        after = upTo;
+        if (records.rows < pageRows) break;
+        after = records.lastId;
       }
       if (total !== MILLION) throw new Error(`the page reads saw ${total} rows, expected ${MILLION}`);
       return (performance.now() - t0) / 1000;
     };
-    const exportS = await timePages(format, (afterId, upTo) => exportPageCopySql({ ...filter, fields: BIG_FIELDS, format, afterId, upTo }));
+    const exportS = await timePages(format, (afterId) => exportPageCopySql({ ...filter, fields: BIG_FIELDS, format, limit: pageRows, afterId }));
     const plain = format === 'csv' ? BIG_FIELDS.map((f) => `draft_data->>'${f.name}'`).join(', ') : 'draft_data';
-    const plainS = await timePages('csv', (afterId, upTo) =>
+    // Output as CSV whatever the format, so the reader finds each record's id at its start.
+    const plainS = await timePages('csv', (afterId) =>
         `copy (select id, identifier, ${plain} from cms_rows where table_id = '${tableId}' and team_id = '${teamId}' and deleted_at is null` +
-        `${afterId ? ` and id > '${afterId}'` : ''} and id <= '${upTo}' order by id) to stdout (format csv)`,
+        `${afterId ? ` and id > '${afterId}'` : ''} order by id limit ${pageRows}) to stdout (format csv)`,
     );
     return { exportS, plainS };
   } finally {

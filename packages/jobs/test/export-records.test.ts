@@ -18,13 +18,13 @@ function feed(format: 'csv' | 'ndjson', input: string, cuts: number[]) {
     out.push(records.push(bytes.subarray(at, cut)));
     at = cut;
   }
-  return { text: Buffer.concat(out).toString('utf8'), rows: records.rows, complete: records.complete };
+  return { text: Buffer.concat(out).toString('utf8'), rows: records.rows, lastId: records.lastId, complete: records.complete };
 }
 
 describe('ExportRecords (a page of COPY output into the export bytes)', () => {
   it('turns CSV record ends into CRLF, keeping line breaks inside quoted cells, wherever the chunks are cut', () => {
     const whole = feed('csv', csvCopy, []);
-    expect(whole).toEqual({ text: csvExport, rows: 3, complete: true });
+    expect(whole).toEqual({ text: csvExport, rows: 3, lastId: ids[2], complete: true });
     for (let cut = 1; cut < Buffer.byteLength(csvCopy); cut++) {
       expect(feed('csv', csvCopy, [cut]), `cut at ${cut}`).toEqual(whole);
     }
@@ -32,16 +32,16 @@ describe('ExportRecords (a page of COPY output into the export bytes)', () => {
     expect(feed('csv', csvCopy, Array.from({ length: Buffer.byteLength(csvCopy) - 1 }, (_, i) => i + 1))).toEqual(whole);
   });
 
-  it('passes NDJSON lines through, counting them', () => {
+  it('passes NDJSON lines through and reads the last row id at its place in the line', () => {
     const whole = feed('ndjson', ndjson, []);
-    expect(whole).toEqual({ text: ndjson, rows: 3, complete: true });
+    expect(whole).toEqual({ text: ndjson, rows: 3, lastId: ids[2], complete: true });
     for (let cut = 1; cut < Buffer.byteLength(ndjson); cut++) expect(feed('ndjson', ndjson, [cut]), `cut at ${cut}`).toEqual(whole);
   });
 
   it('says when the output stopped inside a record (a page cut short)', () => {
     expect(feed('csv', csvCopy.slice(0, 60), []).complete).toBe(false);
     expect(feed('csv', `${ids[0]},"open\n`, []).complete).toBe(false);
-    expect(feed('ndjson', ndjson.slice(0, -1), [])).toMatchObject({ rows: 2, complete: false });
-    expect(feed('csv', '', [])).toEqual({ text: '', rows: 0, complete: true });
+    expect(feed('ndjson', ndjson.slice(0, -1), [])).toMatchObject({ rows: 2, lastId: ids[1], complete: false });
+    expect(feed('csv', '', [])).toEqual({ text: '', rows: 0, lastId: null, complete: true });
   });
 });

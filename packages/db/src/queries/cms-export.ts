@@ -65,8 +65,8 @@ export interface ExportBounds extends ExportFilter {
 
 /**
  * Where the next keyset page of an export ends, read from the `(table_id, id)` index and the rows'
- * stored sizes without formatting anything: `up_to` (its last row id) and `n` (its rows); no row
- * past the end. Pages so bounded can be read side by side on several connections, and held in memory
+ * stored sizes without formatting anything: `up_to` (its last row id) and `n` (its rows; 0 past
+ * the end). Pages so bounded can be read side by side on several connections, and held in memory
  * whole, however large the rows are.
  */
 export function exportPageBoundsSql(p: ExportBounds): string {

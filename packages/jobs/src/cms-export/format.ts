@@ -13,19 +13,29 @@ export function csvHeader(fields: readonly CmsField[]): string {
 const CRLF = Buffer.from('\r\n');
 const NEWLINE = 0x0a;
 const QUOTE = 0x22;
+/** Where a record's row id starts: CSV records begin with it, NDJSON lines with `{"id":"`. */
+const ID_AT = { csv: 0, ndjson: 7 } as const;
+const ID_LENGTH = 36;
+
 /**
  * Reads a page of `exportPageCopySql` output chunk by chunk, whatever the chunk boundaries, and
  * returns the export's bytes: NDJSON lines pass as they are; a CSV record's closing `\n` becomes
- * CRLF (RFC 4180) while a `\n` inside a quoted cell stays data. It counts the records. Memory: a
- * few bytes of state, never a whole record.
+ * CRLF (RFC 4180) while a `\n` inside a quoted cell stays data. It counts the records and keeps
+ * the row id of the last one, the cursor of the next page. Memory: a few bytes of state, never a
+ * whole record.
  */
 export class ExportRecords {
   rows = 0;
   private inQuote = false;
-  /** Whether bytes of a record not yet ended have been read. */
-  private open = false;
+  /** The first bytes of the record being read, up to the end of its row id. */
+  private head: Buffer[] = [];
+  private headLength = 0;
+  private lastHead: Buffer | null = null;
+  private readonly headSize: number;
 
-  constructor(private readonly format: 'csv' | 'ndjson') {}
+  constructor(private readonly format: 'csv' | 'ndjson') {
+    this.headSize = ID_AT[format] + ID_LENGTH;
+  }
 
   push(chunk: Buffer): Buffer {
     const csv = this.format === 'csv';
@@ -33,7 +43,11 @@ export class ExportRecords {
     let from = 0;
     let quote = csv ? chunk.indexOf(QUOTE) : -1;
     for (let i = 0; i < chunk.length; ) {
-      this.open = true;
+      if (this.headLength < this.headSize) {
+        const take = Math.min(this.headSize - this.headLength, chunk.length - i);
+        this.head.push(Buffer.from(chunk.subarray(i, i + take)));
+        this.headLength += take;
+      }
       const nl = chunk.indexOf(NEWLINE, i);
       const end = nl === -1 ? chunk.length : nl;
       // COPY's CSV writer only writes a quote to open or close a quoted cell, or doubled inside one.
@@ -45,7 +59,9 @@ export class ExportRecords {
           from = nl + 1;
         }
         this.rows++;
-        this.open = false;
+        this.lastHead = Buffer.concat(this.head);
+        this.head = [];
+        this.headLength = 0;
       }
       i = nl + 1;
     }
@@ -54,8 +70,13 @@ export class ExportRecords {
     return out.length === 1 ? out[0]! : Buffer.concat(out);
   }
 
+  /** The row id of the last whole record read, or null before the first. */
+  get lastId(): string | null {
+    return this.lastHead ? this.lastHead.toString('latin1', ID_AT[this.format], ID_AT[this.format] + ID_LENGTH) : null;
+  }
+
   /** True when the output ended on a record boundary (a COPY that completed always does). */
   get complete(): boolean {
-    return !this.open && !this.inQuote;
+    return this.headLength === 0 && !this.inQuote;
   }
 }

@@ -40,8 +40,7 @@ const partKey = (jobId: string, lease: number) => `exports/parts/${jobId}.${leas
 /**
  * `cms.export`: keyset pages of the table, each a `COPY … TO STDOUT` that PostgreSQL formats as
  * the export's own CSV or NDJSON (reads outside any transaction, on the replica when one is
- * configured, two pages ahead of the writes: `PageReader`), written into a part file, one
- * checkpoint-only chunk per page. The part file is
+ * configured), streamed into a part file, one checkpoint-only chunk per page. The part file is
  * written before the checkpoint that names its length is committed; bytes past that length (a
  * crash between the two) are ignored by the next run, which writes its own part file from the
  * committed row on. At the end the committed prefixes become `exports/<jobId>.<format>`.
