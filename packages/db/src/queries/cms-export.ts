@@ -43,52 +43,23 @@ function neutralised(t: string, isText: string): string {
  * The rows an export covers, as SQL over `cms_rows r` (inlined: COPY takes no parameters), after
  * `afterId` when given. Same rows as `listRows` lists: soft-deleted rows are never exported.
  */
-function exportWhere(f: ExportFilter, afterId?: string | null, upTo?: string): string {
+function exportWhere(f: ExportFilter, afterId?: string | null): string {
   return [
     `r.table_id = ${uuidLiteral(f.tableId)}`,
     `r.team_id = ${uuidLiteral(f.teamId)}`,
     'r.deleted_at is null',
     ...(f.published ? ['r.data is not null'] : []),
     ...(afterId ? [`r.id > ${uuidLiteral(afterId)}`] : []),
-    ...(upTo ? [`r.id <= ${uuidLiteral(upTo)}`] : []),
   ].join(' and ');
-}
-
-export interface ExportBounds extends ExportFilter {
-  /** The page starts after this row id (null: at the first row). */
-  afterId: string | null;
-  /** At most this many rows… */
-  limit: number;
-  /** …and no more stored bytes of row data than this (past the page's first row). */
-  maxBytes: number;
-}
-
-/**
- * Where the next keyset page of an export ends, read from the `(table_id, id)` index and the rows'
- * stored sizes without formatting anything: `up_to` (its last row id) and `n` (its rows; 0 past
- * the end). Pages so bounded can be read side by side on several connections, and held in memory
- * whole, however large the rows are.
- */
-export function exportPageBoundsSql(p: ExportBounds): string {
-  if (!Number.isSafeInteger(p.limit) || p.limit < 1) throw new Error(`invalid page size ${p.limit}`);
-  if (!Number.isSafeInteger(p.maxBytes) || p.maxBytes < 1) throw new Error(`invalid page bytes ${p.maxBytes}`);
-  const src = p.published ? 'r.data' : 'r.draft_data';
-  return `select id::text as up_to, k::int as n from (
-      select id, sum(size) over (order by id rows unbounded preceding) as bytes, row_number() over (order by id) as k
-      from (select r.id, pg_column_size(${src}) as size from cms_rows r where ${exportWhere(p, p.afterId)} order by r.id limit ${p.limit}) page
-    ) s where s.bytes <= ${p.maxBytes} or s.k = 1
-    order by k desc limit 1`;
 }
 
 export interface ExportPage extends ExportFilter {
   fields: readonly CmsField[];
   format: 'csv' | 'ndjson';
-  /** Rows of the page (when `upTo` does not bound it). */
-  limit?: number;
+  /** Rows of the page. */
+  limit: number;
   /** Keyset cursor: the page starts after this row id. */
   afterId?: string | null;
-  /** The page ends at this row id, included (from `exportPageBoundsSql`). */
-  upTo?: string;
 }
 
 /**
@@ -108,9 +79,9 @@ export interface ExportPage extends ExportFilter {
  * reader takes as the next page's cursor.
  */
 export function exportPageCopySql(p: ExportPage): string {
-  if (p.upTo === undefined && (!Number.isSafeInteger(p.limit) || p.limit! < 1)) throw new Error(`invalid page size ${p.limit}`);
+  if (!Number.isSafeInteger(p.limit) || p.limit < 1) throw new Error(`invalid page size ${p.limit}`);
   const src = p.published ? 'r.data' : 'r.draft_data';
-  const page = `where ${exportWhere(p, p.afterId, p.upTo)} order by r.id${p.upTo === undefined ? ` limit ${p.limit}` : ''}`;
+  const page = `where ${exportWhere(p, p.afterId)} order by r.id limit ${p.limit}`;
   const value = (f: CmsField) => `${src}->${textLiteral(f.name)}`;
 
   if (p.format === 'ndjson') {

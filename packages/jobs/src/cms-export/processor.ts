@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import type { z } from 'zod';
-import { countExportRows, exportPageBoundsSql, exportPageCopySql, getCmsTable, type CmsField, type ExportFilter, type ExportPage } from '@platform/db';
+import { countExportRows, exportPageCopySql, getCmsTable, type CmsField, type ExportFilter } from '@platform/db';
 import type { BlobStore } from '../blob-store';
 import { runChunks, type Chunk, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
@@ -65,13 +65,7 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
     await run.commit({ checkpoint: cp, done: 0, total: cp.total, rows: 0 });
   }
   if (cp.phase === 'pages') {
-    const pages = pagePlanner(run, blobs, reader, filter, table.fields, payload.format, ctx.pageRows);
-    let paged: Checkpoint;
-    try {
-      paged = await runChunks<Checkpoint>(run, cp, pages.plan);
-    } finally {
-      pages.close();
-    }
+    const paged = await runChunks<Checkpoint>(run, cp, pagePlanner(run, blobs, reader, filter, table.fields, payload.format, ctx.pageRows));
     // Committing the end of the pages fences out a stale run before it could build the file.
     cp = { ...paged, phase: 'finalize' };
     await run.commit({ checkpoint: cp, done: cp.rows, total: cp.total, rows: 0 });
@@ -88,123 +82,48 @@ function pagePlanner(
   fields: readonly CmsField[],
   format: Format,
   pageRows: number,
-): { plan: (cp: Checkpoint) => Promise<Chunk<Checkpoint> | null>; close: () => void } {
-  let pages: PageReader | undefined;
+): (cp: Checkpoint) => Promise<Chunk<Checkpoint> | null> {
   let exhausted = false;
-  const plan = async (cp: Checkpoint): Promise<Chunk<Checkpoint> | null> => {
+  return async (cp) => {
     if (exhausted) return null;
-    pages ??= new PageReader(reader, { ...filter, fields, format }, pageRows, cp.lastId);
-    const page = await pages.next();
-    if (page && page.after !== cp.lastId) throw new Error(`export page after ${page.after} read for the cursor ${cp.lastId}`);
-    exhausted = page === null;
     // The CSV header goes with the first page (alone, for an empty table).
     const header = cp.bytes === 0 && format === 'csv' ? Buffer.from(csvHeader(fields), 'utf8') : undefined;
-    if (!page && !header) return null;
-    const body = Buffer.concat([...(header ? [header] : []), ...(page?.data ?? [])]);
+    const records = new ExportRecords(format);
+    const sql = exportPageCopySql({ ...filter, fields, format, limit: pageRows, afterId: cp.lastId });
 
     const last = cp.segments.at(-1);
     const own = last?.lease === run.lease ? last : undefined;
     const offset = own?.bytes ?? 0;
-    // Written to this run's part file at its committed length, cutting off anything after it.
-    const { size } = await blobs.writeAt(partKey(run.jobId, run.lease), offset, body);
-    const done = cp.rows + (page?.rows ?? 0);
+    // Streamed to this run's part file at its committed length, cutting off anything after it.
+    const { size } = await blobs.writeAt(partKey(run.jobId, run.lease), offset, copyOut(reader, sql, records, header));
+    if (!records.complete) throw new Error('the export page ended inside a record');
+    exhausted = records.rows < pageRows;
+    if (records.rows === 0 && !header) return null;
+    const written = size - offset;
+    const done = cp.rows + records.rows;
     const total = Math.max(cp.total, done);
     return {
       checkpoint: {
         phase: 'pages',
-        lastId: page?.upTo ?? cp.lastId,
-        bytes: cp.bytes + (size - offset),
+        lastId: records.lastId ?? cp.lastId,
+        bytes: cp.bytes + written,
         rows: done,
         total,
         segments: [...(own ? cp.segments.slice(0, -1) : cp.segments), { lease: run.lease, bytes: size }],
       },
       done,
       total,
-      rows: page?.rows ?? 0,
+      rows: records.rows,
     };
   };
-  return { plan, close: () => pages?.close() };
-}
-
-/** A page of the export read into memory: the rows after `after` up to `upTo`, formatted. */
-interface ReadPage {
-  after: string | null;
-  upTo: string;
-  rows: number;
-  data: Buffer[];
-}
-
-/** Pages read ahead of the one being written: each a COPY of its own on a connection of its own. */
-const READ_AHEAD = 2;
-/** Stored bytes of row data a page may hold (past its first row): what bounds a page in memory. */
-const PAGE_MAX_BYTES = 8 * 1024 * 1024;
-
-/**
- * Reads an export's pages in order, keeping the next `READ_AHEAD` pages reading while the caller
- * writes one: PostgreSQL formats an export's rows on one CPU per COPY, so one COPY at a time left
- * the writes and commits between pages, and the database's other cores, idle. Each page's bounds
- * come first from the index (`exportPageBoundsSql`, a few milliseconds), so the next page can
- * start before this one is read. A page is read whole into memory (bounded by `PAGE_MAX_BYTES` of
- * stored data) and its connection released at once: a reader never holds a connection while it
- * waits for the caller, so pages waiting on a small pool cannot starve the chunk commits.
- */
-class PageReader {
-  private readonly queue: Promise<ReadPage | null>[] = [];
-  /** Where the page after the last queued one starts; undefined once a page came back empty. */
-  private tail: Promise<string | null | undefined>;
-  private closed = false;
-
-  constructor(
-    private readonly pool: pg.Pool,
-    private readonly page: Omit<ExportPage, 'limit' | 'afterId' | 'upTo'>,
-    private readonly pageRows: number,
-    start: string | null,
-  ) {
-    this.tail = Promise.resolve(start);
-  }
-
-  /** The next page, or null past the last. */
-  next(): Promise<ReadPage | null> {
-    while (!this.closed && this.queue.length < READ_AHEAD + 1) this.enqueue();
-    return this.queue.shift() ?? Promise.resolve(null);
-  }
-
-  /** Reads no further pages (those already reading end by themselves and release their connections). */
-  close(): void {
-    this.closed = true;
-    this.queue.length = 0;
-  }
-
-  private enqueue(): void {
-    const bounds = this.tail.then(async (after) => {
-      if (after === undefined || this.closed) return undefined;
-      const sql = exportPageBoundsSql({ ...this.page, afterId: after, limit: this.pageRows, maxBytes: PAGE_MAX_BYTES });
-      const r = await this.pool.query<{ up_to: string | null; n: number }>(sql);
-      const b = r.rows[0];
-      return b?.up_to ? { after, upTo: b.up_to } : undefined;
-    });
-    this.tail = bounds.then((b) => b?.upTo);
-    const page = bounds.then((b) => (b ? this.read(b.after, b.upTo) : null));
-    // Read in order by the caller; an error here is the caller's when it gets there.
-    this.tail.catch(() => {});
-    page.catch(() => {});
-    this.queue.push(page);
-  }
-
-  private async read(after: string | null, upTo: string): Promise<ReadPage> {
-    const records = new ExportRecords(this.page.format);
-    const data: Buffer[] = [];
-    for await (const b of copyOut(this.pool, exportPageCopySql({ ...this.page, afterId: after, upTo }), records)) data.push(b);
-    if (!records.complete) throw new Error('the export page ended inside a record');
-    return { after, upTo, rows: records.rows, data };
-  }
 }
 
 /**
- * The output of one COPY … TO STDOUT, through `records`. The connection is held only while the
- * page streams; one left mid-COPY (the reader failed) is closed, not reused.
+ * The output of one COPY … TO STDOUT, through `records`, after an optional header. The connection
+ * is held only while the page streams; one left mid-COPY (the writer failed) is closed, not reused.
  */
-async function* copyOut(pool: pg.Pool, sql: string, records: ExportRecords): AsyncGenerator<Buffer> {
+async function* copyOut(pool: pg.Pool, sql: string, records: ExportRecords, header?: Buffer): AsyncGenerator<Buffer> {
+  if (header) yield header;
   const client = await pool.connect();
   let failure: Error | undefined;
   let stream: ReturnType<typeof copyTo> | undefined;
