@@ -2,7 +2,7 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import type pg from 'pg';
 import { schema, type Database, type Db, type JobRow } from '@platform/db';
 import type { ChunkSizer } from './chunk-sizer';
-import { FencedError, InjectedFault, StopRun, type StopReason } from './errors';
+import { CheckpointLostError, FencedError, InjectedFault, StopRun, type StopReason } from './errors';
 
 export interface ChunkTimeouts {
   /** `SET LOCAL lock_timeout`: a chunk never queues long behind someone else's lock. */
@@ -131,6 +131,14 @@ export class JobRun<C = unknown> {
           ],
         );
         if (guarded.rows.length === 0) {
+          const now = await client.query<{ lease: number; chunk_seq: number; status: string }>(
+            'select lease, chunk_seq, status from jobs where id = $1',
+            [this.jobId],
+          );
+          const row = now.rows[0];
+          if (row && row.lease === this.lease && row.status === 'active' && row.chunk_seq < this.chunkSeq) {
+            throw new CheckpointLostError(`job ${this.jobId}: chunks ${row.chunk_seq + 1}–${this.chunkSeq} of lease ${this.lease} were lost`);
+          }
           throw new FencedError(`job ${this.jobId}: lease ${this.lease} / chunk ${this.chunkSeq} is no longer current`);
         }
         cancelRequested = guarded.rows[0]!.cancel_requested_at !== null;
@@ -149,7 +157,7 @@ export class JobRun<C = unknown> {
       release?.();
       release = undefined;
       // Asked after the connection is back in the pool: a pool of one must not wait on itself.
-      if (!(err instanceof FencedError) && !(err instanceof InjectedFault) && (await this.isStale())) {
+      if (!(err instanceof FencedError) && !(err instanceof CheckpointLostError) && !(err instanceof InjectedFault) && (await this.isStale())) {
         // A write failed because another run moved on (it wrote the same rows): report the fencing.
         throw new FencedError(`job ${this.jobId}: lease ${this.lease} is no longer current`, { cause: err });
       }

@@ -19,6 +19,16 @@ export class FencedError extends Error {
   override name = 'FencedError';
 }
 
+/**
+ * The job's row holds this run's lease but an earlier checkpoint than the run committed: chunks it
+ * committed were lost (chunk transactions commit with `synchronous_commit = off`, and PostgreSQL
+ * crashed before their WAL reached the disk, taking each whole with its checkpoint). The run must
+ * not go on from what it remembers; a new one resumes from the row.
+ */
+export class CheckpointLostError extends Error {
+  override name = 'CheckpointLostError';
+}
+
 export type StopReason = 'cancelled' | 'shutdown' | 'timeout' | 'yield';
 
 /** Raised at a chunk boundary: the run stops there, with everything before it committed. */

@@ -18,7 +18,7 @@ import { JobRun, type ChunkRunnerOptions } from './chunk-runner';
 import type { ChunkSizer } from './chunk-sizer';
 import { envelopeSchema } from './define-job';
 import { bullJobId } from './queues';
-import { FencedError, JobInputError, StopRun, type StopReason } from './errors';
+import { CheckpointLostError, FencedError, JobInputError, StopRun, type StopReason } from './errors';
 import type { Logger, Processor } from './processor';
 import type { DispatchRow, Producer } from './producer';
 
@@ -252,6 +252,15 @@ async function onRunError(
   if (err instanceof JobInputError) {
     await end({ status: 'failed', error: info });
     throw new UnrecoverableError(info.message);
+  }
+  if (err instanceof CheckpointLostError) {
+    // PostgreSQL lost this run's last chunks (a crash before their WAL was flushed): a new run
+    // resumes from the checkpoint the row kept, at once and using no attempt.
+    const dispatch = await nextDispatch(deps.database.db, row.id, { lease: row.lease });
+    if (dispatch === undefined) return { outcome: 'fenced' };
+    await deps.producer.dispatch({ ...row, dispatches: dispatch });
+    log.warn({ jobId: row.id, err: err.message }, 'chunks committed by this run were lost; resuming from the checkpoint kept');
+    return { outcome: 'handed_back', reason: 'checkpoint_lost' };
   }
   if (sqlState(err) === '55P03') {
     // A lock timeout is contention, not a fault of the job: another transaction holds a lock on

@@ -11,7 +11,7 @@ import {
   uuidv7,
   type JobRow,
 } from '@platform/db';
-import { FencedError, InjectedFault, StopRun } from '@platform/jobs';
+import { CheckpointLostError, FencedError, InjectedFault, StopRun } from '@platform/jobs';
 import { JobRun } from '@platform/jobs/processors';
 import { insertRows } from '../src/cms/row-writes';
 import { createTestEnv, type TestEnv } from '../../../test/helpers';
@@ -130,6 +130,29 @@ describe('chunk runner', () => {
     const before = await state();
     await expect(b.commit(rowsChunk(2, { at: 0 }))).rejects.toBeInstanceOf(FencedError);
     expect(await state()).toEqual(before);
+  });
+
+  it('tells a run whose last chunks PostgreSQL lost (same lease, earlier checkpoint) from a fenced one, and commits nothing', async () => {
+    const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    await run.commit(rowsChunk(3, { at: 0 }));
+    const kept = await state();
+    await run.commit(rowsChunk(3, { at: 3 }));
+    // What a crash before chunk 2's WAL flush leaves (chunk transactions commit asynchronously):
+    // the row, the rows and the timeline as they were after chunk 1.
+    await t.database.pool.query(
+      `with r as (delete from cms_rows where table_id = $1 and id in (select id from cms_rows where table_id = $1 order by id desc limit 3)),
+            c as (delete from job_chunks where job_id = $2 and seq = 2)
+       update jobs set chunk_seq = 1, checkpoint = $3::jsonb, progress_done = $4 where id = $2`,
+      [table.id, job.id, JSON.stringify(kept.job.checkpoint), kept.job.progress_done],
+    );
+    expect(await state()).toEqual(kept);
+    await expect(run.commit(rowsChunk(3, { at: 6 }))).rejects.toBeInstanceOf(CheckpointLostError);
+    expect(await state()).toEqual(kept);
+    // A new run resumes from what the row kept.
+    const next = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    expect(next.checkpoint).toEqual({ at: 3 });
+    await next.commit(rowsChunk(3, { at: 3 }));
+    expect((await state()).rows).toBe(kept.rows + 3);
   });
 
   it('stops at the boundary after a cancellation is requested, keeping the committed chunk', async () => {
