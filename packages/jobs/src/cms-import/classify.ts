@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { ImportRow, RowProblem } from './rows';
-import { findClaims, findExisting, repeatMessage } from './writes';
+import { existsMessage, findClaims, findExisting, repeatMessage } from './writes';
 
 export interface ClassifyOptions {
   pool: Pick<pg.Pool, 'query'>;
@@ -8,14 +8,14 @@ export interface ClassifyOptions {
   tableId: string;
   mode: 'insert' | 'upsert';
   /**
-   * `mode=insert`: which identifiers make a row invalid. `file-and-table` (the write pass under
-   * `onError=skip`): one a live row has, or an earlier valid row of the file claimed. `table` (the
-   * validate pass): one a live row has; every other valid row claims, repeats included, and the
-   * pass finds the repeats with one query at its end (`findRepeats`), so no chunk reads what an
-   * earlier chunk wrote and chunks can be planned while the one before commits. `none`: the write
-   * pass after a validate pass, whose checks cover the whole file.
+   * `mode=insert`: `file-and-table` (the write pass under `onError=skip`): an identifier that a
+   * live row has, or that an earlier valid row of the file claimed, makes a row invalid. `none`:
+   * the validate pass, where every valid row claims its identifier and the pass finds the rows
+   * that cannot be inserted with one query at its end (`findIdentifierProblems`), so no chunk reads
+   * what another wrote and chunks can be planned while the one before commits; and the write pass
+   * after it, which only writes.
    */
-  identifiers: 'file-and-table' | 'table' | 'none';
+  identifiers: 'file-and-table' | 'none';
 }
 
 export interface Classified {
@@ -47,19 +47,19 @@ export async function classify(rows: ImportRow[], o: ClassifyOptions): Promise<C
     }
     return out;
   }
-  const [claimed, existing] = await Promise.all([
-    o.identifiers === 'file-and-table' ? findClaims(o.pool, o.jobId, idents) : new Map<string, number>(),
-    o.identifiers === 'none' ? new Set<string>() : findExisting(o.pool, o.tableId, idents),
-  ]);
+  const [claimed, existing] =
+    o.identifiers === 'file-and-table'
+      ? await Promise.all([findClaims(o.pool, o.jobId, idents), findExisting(o.pool, o.tableId, idents)])
+      : [new Map<string, number>(), new Set<string>()];
   const here = new Map<string, number>();
   for (const r of rows) {
     const id = r.identifier;
     if (id !== undefined && o.identifiers !== 'none') {
-      const first = o.identifiers === 'file-and-table' ? (claimed.get(id) ?? here.get(id)) : undefined;
+      const first = claimed.get(id) ?? here.get(id);
       if (first !== undefined) {
         r.problems.push({ line: r.line, field: 'identifier', message: repeatMessage(id, first) });
       } else if (existing.has(id)) {
-        r.problems.push({ line: r.line, field: 'identifier', message: `identifier ${JSON.stringify(id)} already exists in the table` });
+        r.problems.push({ line: r.line, field: 'identifier', message: existsMessage(id) });
       }
     }
     if (r.problems.length > 0) {

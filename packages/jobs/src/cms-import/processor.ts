@@ -10,7 +10,7 @@ import { classify, collapseUpserts } from './classify';
 import type { importPayload } from './definition';
 import type { RowProblem } from './rows';
 import { openSource, type Position, type RowSource, type SourceRecord } from './source';
-import { claimIdentifiersCopy, findRepeats, upsertRows } from './writes';
+import { claimIdentifiersCopy, findIdentifierProblems, upsertRows } from './writes';
 
 type Payload = z.infer<typeof importPayload>;
 
@@ -77,11 +77,12 @@ export const importProcessor: Processor<Payload> = async (ctx) => {
   try {
     if (cp.phase === 'validate') {
       cp = await pass(ctx, table, cp);
-      // The pass claimed every valid row, repeats included: one read of the claims finds them.
-      const repeats = payload.mode === 'insert' ? await findRepeats(database.pool, ctx.jobId, MAX_PROBLEMS) : { count: 0, problems: [] };
-      const invalid = cp.invalid + repeats.count;
+      // The pass claimed every valid row: one read of the claims finds those that cannot be inserted.
+      const taken =
+        payload.mode === 'insert' ? await findIdentifierProblems(database.pool, ctx.jobId, table.id, MAX_PROBLEMS) : { count: 0, problems: [] };
+      const invalid = cp.invalid + taken.count;
       if (invalid > 0) {
-        const problems = [...cp.problems, ...repeats.problems].sort((a, b) => a.line - b.line).slice(0, MAX_PROBLEMS);
+        const problems = [...cp.problems, ...taken.problems].sort((a, b) => a.line - b.line).slice(0, MAX_PROBLEMS);
         throw new JobInputError(`${invalid} invalid row(s) in the file; nothing was written`, 'validation_failed', problems, invalid);
       }
       const next: ImportCheckpoint = { ...fresh('write'), total: cp.rows };
@@ -107,8 +108,8 @@ export const importProcessor: Processor<Payload> = async (ctx) => {
 async function pass(ctx: ProcessorContext<Payload>, table: CmsTableRow, start: ImportCheckpoint): Promise<ImportCheckpoint> {
   const { payload, run } = ctx;
   // A chunk's plan may be made while the one before commits when it reads nothing that chunk
-  // writes: the validate pass (it reads the table, and writes only claims it reads at its end) and
-  // the write pass after it under mode=insert (it reads nothing). Not under onError=skip (a chunk
+  // writes: the validate pass (it reads nothing; its claims are read at its end) and the write
+  // pass after it under mode=insert (it reads nothing). Not under onError=skip (a chunk
   // reads the claims of the chunks before it) nor mode=upsert (it reads the rows they wrote).
   const planAhead = start.phase === 'validate' || (payload.mode === 'insert' && payload.onError === 'abort');
   let source: RowSource | undefined;
@@ -126,6 +127,8 @@ async function pass(ctx: ProcessorContext<Payload>, table: CmsTableRow, start: I
         from: at.at,
         header: at.header,
         maxRecordBytes: MAX_RECORD_BYTES,
+        // Rows go to COPY as text (insertRowsCopy); upserts build their statement from parsed data.
+        trusted: at.phase === 'write' && payload.onError === 'abort' && payload.mode === 'insert',
       });
       const taken = await (ahead ?? takeChunk(source, ctx.chunkSize));
       ahead = undefined;
@@ -189,7 +192,7 @@ async function planChunk(
     jobId,
     tableId: table.id,
     mode: payload.mode,
-    identifiers: validating ? 'table' : checked ? 'file-and-table' : 'none',
+    identifiers: checked && !validating ? 'file-and-table' : 'none',
   });
   if (!checked && c.invalidRows > 0) {
     // The validate pass found none; the same file read again cannot have any.

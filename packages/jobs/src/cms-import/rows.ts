@@ -14,6 +14,8 @@ export interface ImportRow {
   line: number;
   identifier?: string;
   data: Record<string, unknown>;
+  /** `data` as JSON text, when it was cut from the line as it stands (`trustedNdjsonRow`); `data` is then empty. */
+  dataText?: string;
   problems: RowProblem[];
 }
 
@@ -73,6 +75,29 @@ export function ndjsonRow(fields: readonly CmsField[], line: number, text: strin
   // field, and re-importing it must reproduce the row, not add null keys.
   for (const k of Object.keys(data)) if (data[k] === null) delete data[k];
   return finish(fields, line, identifier, data, []);
+}
+
+const PLAIN_START = '{"identifier":"';
+
+/**
+ * An NDJSON line of a file that a validate pass has accepted whole (the write pass of an insert
+ * under `onError=abort`): when the line has the plain shape `{"identifier":"…",…}` (no escape in
+ * the identifier, and no `null`, `"id"` or second `"identifier"` anywhere after it), its data is
+ * the rest of the line as it stands, cut without parsing it again: PostgreSQL parses it once, into
+ * the same jsonb. Parsing and encoding every row a second time was a third of the worker's CPU in
+ * a 1M-row import. Any other line is read as `ndjsonRow` reads it.
+ */
+export function trustedNdjsonRow(fields: readonly CmsField[], line: number, text: string): ImportRow {
+  if (text.startsWith(PLAIN_START)) {
+    const end = text.indexOf('"', PLAIN_START.length);
+    if (end > PLAIN_START.length && text[end + 1] === ',' && text.lastIndexOf('\\', end) < PLAIN_START.length) {
+      const rest = text.slice(end + 2);
+      if (!rest.includes('null') && !rest.includes('"id"') && !rest.includes('"identifier"')) {
+        return { line, identifier: text.slice(PLAIN_START.length, end), data: {}, dataText: `{${rest}`, problems: [] };
+      }
+    }
+  }
+  return ndjsonRow(fields, line, text);
 }
 
 /** Characters that make a spreadsheet read a cell as a formula; exports prefix them with `'`. */

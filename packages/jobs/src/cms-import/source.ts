@@ -5,7 +5,7 @@ import type { CmsField } from '@platform/db';
 import type { BlobStore } from '../blob-store';
 import { JobInputError } from '../errors';
 import { LineTooLongError, readLines, type Line } from '../lines';
-import { checkCsvHeader, csvRow, ndjsonRow, type ImportRow } from './rows';
+import { checkCsvHeader, csvRow, ndjsonRow, trustedNdjsonRow, type ImportRow } from './rows';
 
 /** A place in the file: a byte offset and how many line breaks (`\n`) come before it. */
 export interface Position {
@@ -41,6 +41,8 @@ export interface SourceOptions {
   header?: string[];
   /** A longer record fails the job: one unterminated quote must not pull the whole file into memory. */
   maxRecordBytes: number;
+  /** The file passed a validate pass: NDJSON lines of the plain shape are cut, not parsed (`trustedNdjsonRow`). */
+  trusted?: boolean;
 }
 
 /**
@@ -89,7 +91,7 @@ class NdjsonSource implements RowSource {
       const line = this.at.line + 1;
       this.at = { byte: r.value.end, line };
       if (r.value.text.trim() === '') continue;
-      const row = ndjsonRow(this.o.fields, line, r.value.text);
+      const row = (this.o.trusted ? trustedNdjsonRow : ndjsonRow)(this.o.fields, line, r.value.text);
       if (r.value.invalidUtf8) row.problems.unshift(NOT_UTF8(line));
       return { row, end: { ...this.at }, bytes: this.at.byte - start };
     }

@@ -37,28 +37,45 @@ export function claimIdentifiersCopy(jobId: string, claims: { identifier: string
 }
 
 /**
- * The rows whose identifier an earlier line of the file claimed, found in one read of the claims
- * table once a validate pass has claimed every valid row: how many, and the first `limit` by line.
+ * The rows a validate pass claimed whose identifier cannot be inserted, found with one read of the
+ * claims table once the pass has claimed every valid row: those whose identifier a live row of the
+ * table has ("already exists", every one of them), then those whose identifier an earlier line
+ * claimed ("repeats the row on line N"). How many, and the first `limit` by line.
  */
-export async function findRepeats(db: Queryable, jobId: string, limit: number): Promise<{ count: number; problems: RowProblem[] }> {
+export async function findIdentifierProblems(
+  db: Queryable,
+  jobId: string,
+  tableId: string,
+  limit: number,
+): Promise<{ count: number; problems: RowProblem[] }> {
   const t = claimsTable(jobId);
-  const r = await db.query<{ line: number; identifier: string; first: number; n: number }>(
-    `with firsts as (
-       select identifier, min(line) as first from ${t} group by identifier having count(*) > 1
+  const r = await db.query<{ line: number; identifier: string; first: number | null; n: number }>(
+    `with existing as (
+       select distinct k.identifier from ${t} k
+       join cms_rows r on r.table_id = $1 and r.deleted_at is null and r.identifier = k.identifier
+     ), firsts as (
+       select identifier, min(line) as first from ${t}
+       where identifier not in (select identifier from existing)
+       group by identifier having count(*) > 1
+     ), bad as (
+       select k.line, k.identifier, null::int as first from ${t} k join existing e using (identifier)
+       union all
+       select k.line, k.identifier, f.first from ${t} k join firsts f using (identifier) where k.line <> f.first
      )
-     select k.line, k.identifier, f.first, (count(*) over ())::int as n
-     from ${t} k join firsts f using (identifier)
-     where k.line <> f.first
-     order by k.line
-     limit $1`,
-    [limit],
+     select line, identifier, first, (count(*) over ())::int as n from bad order by line limit $2`,
+    [tableId, limit],
   );
   return {
     count: r.rows[0]?.n ?? 0,
-    problems: r.rows.map((x) => ({ line: x.line, field: 'identifier', message: repeatMessage(x.identifier, x.first) })),
+    problems: r.rows.map((x) => ({
+      line: x.line,
+      field: 'identifier',
+      message: x.first === null ? existsMessage(x.identifier) : repeatMessage(x.identifier, x.first),
+    })),
   };
 }
 
+export const existsMessage = (identifier: string) => `identifier ${JSON.stringify(identifier)} already exists in the table`;
 export const repeatMessage = (identifier: string, first: number) => `identifier ${JSON.stringify(identifier)} repeats the row on line ${first}`;
 
 /**

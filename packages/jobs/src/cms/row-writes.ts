@@ -10,6 +10,8 @@ import { copyValue, type CopyIn } from './copy-in';
 export interface RowInsert {
   identifier?: string;
   data: Record<string, unknown>;
+  /** `data` as JSON text already (`insertRowsCopy` sends it as it is). */
+  dataText?: string;
 }
 
 export async function insertRows(
@@ -66,7 +68,7 @@ export async function insertRowsCopy(table: { id: string; teamId: string }, rows
     let text = '';
     for (const r of rows.slice(from, from + ENCODE_SLICE)) {
       const id = uuidv7();
-      text += `${id}${fixed}${copyValue(r.identifier ?? id)}\t${copyValue(JSON.stringify(r.data))}\n`;
+      text += `${id}${fixed}${copyValue(r.identifier ?? id)}\t${copyValue(r.dataText ?? JSON.stringify(r.data))}\n`;
     }
     parts.push(text);
   }
