@@ -37,20 +37,22 @@ export interface Classified {
  * chunks): the table is written by one job at a time, so what is read still holds at the write.
  */
 export async function classify(rows: ImportRow[], o: ClassifyOptions): Promise<Classified> {
-  const idents = [...new Set(rows.flatMap((r) => (r.identifier !== undefined ? [r.identifier] : [])))];
+  const identifiers = () => [...new Set(rows.flatMap((r) => (r.identifier !== undefined ? [r.identifier] : [])))];
   const out: Classified = { valid: [], invalidRows: 0, problems: [], claims: [], existing: new Set() };
   if (o.mode === 'upsert') {
-    out.existing = await findExisting(o.pool, o.tableId, idents);
+    out.existing = await findExisting(o.pool, o.tableId, identifiers());
     for (const r of rows) {
       if (r.problems.length === 0) out.valid.push(r);
       else reject(out, r);
     }
     return out;
   }
-  const [claimed, existing] =
-    o.identifiers === 'file-and-table'
-      ? await Promise.all([findClaims(o.pool, o.jobId, idents), findExisting(o.pool, o.tableId, idents)])
-      : [new Map<string, number>(), new Set<string>()];
+  let claimed = new Map<string, number>();
+  let existing = new Set<string>();
+  if (o.identifiers === 'file-and-table') {
+    const idents = identifiers();
+    [claimed, existing] = await Promise.all([findClaims(o.pool, o.jobId, idents), findExisting(o.pool, o.tableId, idents)]);
+  }
   const here = new Map<string, number>();
   for (const r of rows) {
     const id = r.identifier;
