@@ -250,6 +250,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
               if (level >= 1) sizer.backOff();
               if (level > 0) await new Promise((r) => setTimeout(r, Math.round(config.pressurePauseMs * level)));
             },
+            alone: () => slots.inUse <= 1,
           });
           if (out.outcome === 'completed') counters.completed++;
           if (out.outcome === 'handed_back') counters.handedBack++;

@@ -199,16 +199,17 @@ export class JobRun<C = unknown> {
  * transaction), commits it, and repeats until `plan` returns null. Resumes from the run's
  * committed checkpoint, or `initial` on a first run.
  *
- * `ahead`: plan the next chunk while this one commits, from the checkpoint this one will commit,
- * so the process parses and encodes while PostgreSQL writes (the import's write pass spent a third
- * of its time between transactions without it). Only for a `plan` that reads nothing an earlier
- * chunk of the run writes; a plan made for a chunk that then fails to commit is dropped.
+ * `ahead`: when it answers yes (asked at each chunk), plan the next chunk while this one commits,
+ * from the checkpoint this one will commit, so the process parses and encodes while PostgreSQL
+ * writes (the import's write pass spent a third of its time between transactions without it).
+ * Only for a `plan` that reads nothing an earlier chunk of the run writes; a plan made for a chunk
+ * that then fails to commit is dropped.
  */
 export async function runChunks<C>(
   run: JobRun<C>,
   initial: C,
   plan: (checkpoint: C) => Promise<Chunk<C> | null>,
-  opts: { ahead?: boolean } = {},
+  opts: { ahead?: () => boolean } = {},
 ): Promise<C> {
   let cp = run.checkpoint ?? initial;
   let next = plan(cp);
@@ -216,7 +217,7 @@ export async function runChunks<C>(
     const chunk = await next;
     if (!chunk) return cp;
     let planned: Promise<Chunk<C> | null> | undefined;
-    if (opts.ahead) {
+    if (opts.ahead?.()) {
       planned = plan(chunk.checkpoint);
       // Dropped unread when this chunk's commit fails (its error then is the run's, not news).
       planned.catch(() => {});

@@ -55,6 +55,8 @@ export interface RunHooks {
   shouldStop?: () => StopReason | null;
   sizer?: ChunkSizer;
   pace?: () => Promise<void>;
+  /** Whether this is the only run of its process now (default: yes). */
+  alone?: () => boolean;
 }
 
 export type RunOutcome =
@@ -161,6 +163,7 @@ export async function runBullJob(
       },
       pageRows: deps.exportPageRows ?? deps.chunkSize,
       restartChunkSizing: () => hooks.sizer?.reset(),
+      alone: () => hooks.alone?.() ?? true,
     });
     const ended = await end({ status: 'completed', result });
     if (!ended) return { outcome: 'fenced' };

@@ -138,7 +138,7 @@ async function pass(ctx: ProcessorContext<Payload>, table: CmsTableRow, start: I
         ahead.catch(() => {});
       }
       return planChunk(ctx, table, at, taken);
-    }, { ahead: planAhead });
+    }, { ahead: () => planAhead && ctx.alone() });
   } finally {
     source?.close();
   }
