@@ -24,6 +24,10 @@ export interface ChunkRunnerOptions extends ChunkTimeouts {
   sizer?: ChunkSizer;
   /** Awaited before each chunk: slows the run down while the database shows pressure. */
   pace?: () => Promise<void>;
+  /**
+   * Asked at each chunk: commit it with `synchronous_commit = off` (see `commit`). Default: no.
+   */
+  asyncCommit?: () => boolean;
   /** Asked at every chunk boundary: a reason to stop (shutdown, fairness yield, …) or null. */
   shouldStop?: () => StopReason | null;
 }
@@ -94,13 +98,14 @@ export class JobRun<C = unknown> {
       try {
         // One round trip to open the transaction: under a busy event loop every round trip of a
         // chunk waits its turn, with the transaction's locks held (bench worker-connections).
-        // `synchronous_commit = off`: the COMMIT does not wait for its WAL to reach the disk (a
-        // 1M-row import commits ~300 chunks, each waiting for a flush). A PostgreSQL crash may
-        // then lose the last chunks committed, writes and checkpoint together, so the job resumes
-        // at an earlier checkpoint and stays exact; anything that ends the job (completed, failed,
-        // cancelled) commits synchronously, which flushes every chunk committed before it.
+        // With `asyncCommit`, `synchronous_commit = off`: the COMMIT does not wait for its WAL to
+        // reach the disk. A PostgreSQL crash may then lose the last chunks committed, writes and
+        // checkpoint together: the job resumes at an earlier checkpoint and stays exact (the run
+        // that committed them finds out at its next chunk: CheckpointLostError); anything that
+        // ends the job commits synchronously, which flushes every chunk committed before it.
+        const async = this.opts.asyncCommit?.() ? '; set local synchronous_commit = off' : '';
         await client.query(
-          `begin; set local lock_timeout = ${Math.trunc(this.opts.lockTimeoutMs)}; set local statement_timeout = ${Math.trunc(this.opts.statementTimeoutMs)}; set local synchronous_commit = off`,
+          `begin; set local lock_timeout = ${Math.trunc(this.opts.lockTimeoutMs)}; set local statement_timeout = ${Math.trunc(this.opts.statementTimeoutMs)}${async}`,
         );
         if (chunk.write) await chunk.write({ db: drizzle(client, { schema }), client });
         this.maybeFault();

@@ -132,6 +132,26 @@ describe('chunk runner', () => {
     expect(await state()).toEqual(before);
   });
 
+  it('commits a chunk without waiting for its WAL flush only when asked to, chunk by chunk', async () => {
+    let asked = false;
+    const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, asyncCommit: () => asked });
+    const seen: string[] = [];
+    const probe = (at: number) => ({
+      ...rowsChunk(1, { at }),
+      write: async ({ client }: { client: import('pg').PoolClient }) => {
+        seen.push((await client.query<{ s: string }>(`select current_setting('synchronous_commit') as s`)).rows[0]!.s);
+      },
+    });
+    await run.commit(probe(0));
+    asked = true;
+    await run.commit(probe(1));
+    asked = false;
+    await run.commit(probe(2));
+    expect(seen).toEqual(['on', 'off', 'on']);
+    // SET LOCAL: the pooled connection keeps the server's default afterwards.
+    expect((await t.database.pool.query<{ s: string }>(`select current_setting('synchronous_commit') as s`)).rows[0]!.s).toBe('on');
+  });
+
   it('tells a run whose last chunks PostgreSQL lost (same lease, earlier checkpoint) from a fenced one, and commits nothing', async () => {
     const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
     await run.commit(rowsChunk(3, { at: 0 }));
