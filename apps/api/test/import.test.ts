@@ -289,6 +289,14 @@ describe('NDJSON imports, modes and identifiers', () => {
     expect(aborted.error).toMatchObject({ code: 'validation_failed', invalidCount: 5, details: expected });
     expect((await rows(tableId)).size).toBe(1);
     expect(await claimCount(t.database, aborted.id)).toBeNull();
+    // Retried, it fails the same way and still writes nothing (its claims table is gone: the
+    // verdict is in its checkpoint).
+    const retry = await api.inject({ method: 'POST', url: `/v1/jobs/${aborted.id}/retry`, headers: bearer(team.token) });
+    expect(retry.statusCode, retry.body).toBe(202);
+    const again = await finished(aborted.id);
+    expect(again.status).toBe('failed');
+    expect(again.error).toMatchObject({ code: 'validation_failed', invalidCount: 5, details: expected });
+    expect((await rows(tableId)).size).toBe(1);
 
     const skipped = await importAndWait(tableId, file, { query: 'onError=skip' });
     expect(skipped.result).toMatchObject({ inserted: 445, skippedCount: 5, skipped: expected });

@@ -136,14 +136,7 @@ export class JobRun<C = unknown> {
           ],
         );
         if (guarded.rows.length === 0) {
-          const now = await client.query<{ lease: number; chunk_seq: number; status: string }>(
-            'select lease, chunk_seq, status from jobs where id = $1',
-            [this.jobId],
-          );
-          const row = now.rows[0];
-          if (row && row.lease === this.lease && row.status === 'active' && row.chunk_seq < this.chunkSeq) {
-            throw new CheckpointLostError(`job ${this.jobId}: chunks ${row.chunk_seq + 1}–${this.chunkSeq} of lease ${this.lease} were lost`);
-          }
+          await this.throwIfCheckpointLost(client);
           throw new FencedError(`job ${this.jobId}: lease ${this.lease} / chunk ${this.chunkSeq} is no longer current`);
         }
         cancelRequested = guarded.rows[0]!.cancel_requested_at !== null;
@@ -174,6 +167,20 @@ export class JobRun<C = unknown> {
     this.longestChunkMs = Math.max(this.longestChunkMs, took);
     if (chunk.write) this.opts.sizer?.observe(chunk.rows, took);
     this.boundary(cancelRequested);
+  }
+
+  /**
+   * Throws CheckpointLostError when the job's row holds this run's lease but an earlier chunk than
+   * the run committed (asynchronous commits lost in a PostgreSQL crash); returns otherwise.
+   */
+  async throwIfCheckpointLost(db: Pick<pg.Pool, 'query'> = this.database.pool): Promise<void> {
+    const now = await db.query<{ lease: number; chunk_seq: number; status: string }>('select lease, chunk_seq, status from jobs where id = $1', [
+      this.jobId,
+    ]);
+    const row = now.rows[0];
+    if (row && row.lease === this.lease && row.status === 'active' && row.chunk_seq < this.chunkSeq) {
+      throw new CheckpointLostError(`job ${this.jobId}: chunks ${row.chunk_seq + 1}–${this.chunkSeq} of lease ${this.lease} were lost`);
+    }
   }
 
   /** True when another run holds the job now, or it ended; false when that cannot be told. */

@@ -135,8 +135,8 @@ export async function runBullJob(
     shouldStop: () =>
       deps.chunk.shouldStop?.() ?? (Date.now() - startedAt > maxRunTimeMs ? 'timeout' : null) ?? hooks.shouldStop?.() ?? null,
   });
-  const end = async (e: Parameters<typeof finishJob>[3]) => {
-    const ended = await finishJob(deps.database.db, row.id, row.lease, e);
+  const end = async (e: Parameters<typeof finishJob>[3], chunkSeq?: number) => {
+    const ended = await finishJob(deps.database.db, row.id, row.lease, e, chunkSeq);
     if (ended) {
       void wakeWaiters(deps, row);
       // An upload has served its purpose once its job completed. A failed or cancelled job keeps
@@ -170,8 +170,13 @@ export async function runBullJob(
       restartChunkSizing: () => hooks.sizer?.reset(),
       alone: () => hooks.alone?.() ?? true,
     });
-    const ended = await end({ status: 'completed', result });
-    if (!ended) return { outcome: 'fenced' };
+    // Completed only if the row holds every chunk this run committed: after a PostgreSQL crash
+    // that lost asynchronous commits, a new run redoes them instead (CheckpointLostError).
+    const ended = await end({ status: 'completed', result }, run.chunkSeq);
+    if (!ended) {
+      await run.throwIfCheckpointLost();
+      return { outcome: 'fenced' };
+    }
     log.info({ jobId, type, chunks: run.chunkSeq, longestChunkMs: Math.round(run.longestChunkMs) }, 'job completed');
     return { outcome: 'completed', result };
   } catch (err) {

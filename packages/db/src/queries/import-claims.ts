@@ -22,18 +22,27 @@ export function claimsTable(jobId: string): string {
 }
 
 /**
- * Creates the job's claims table if it is not there (a resumed run keeps the one it has). Claims
+ * Creates the job's claims table if it is not there (a resumed run keeps the one it has), and says
+ * whether it had to (a resumed run whose claims are gone must claim again). Claims
  * are not unique: a validate pass claims every valid row and finds the repeats with one query at
  * its end, which needs no index (maintaining one cost 5 s of a 1M-row import); `indexed` adds the
  * index that the per-chunk lookups of an import without a validate pass (`onError=skip`) need.
  */
-export async function createClaimsTable(db: DbOrTx, jobId: string, o: { indexed: boolean }): Promise<void> {
+export async function createClaimsTable(db: DbOrTx, jobId: string, o: { indexed: boolean }): Promise<{ created: boolean }> {
   const t = claimsTable(jobId);
+  const found = await db.execute<{ t: string | null }>(sql`select to_regclass(${t})::text as t`);
+  const created = !found.rows[0]?.t;
+  // Each statement alone: a run that loses a race to create one (a stale run waking up) still makes the other.
+  await ignoreRace(db.execute(sql.raw(`create table if not exists ${t} (identifier text not null, line integer not null)`)));
+  if (o.indexed) await ignoreRace(db.execute(sql.raw(`create index if not exists "${t.split('"')[1]}_identifier" on ${t} (identifier)`)));
+  return { created };
+}
+
+/** Two sessions creating one relation at once: one gets a duplicate error, and the relation is there. */
+async function ignoreRace(p: Promise<unknown>): Promise<void> {
   try {
-    await db.execute(sql.raw(`create table if not exists ${t} (identifier text not null, line integer not null)`));
-    if (o.indexed) await db.execute(sql.raw(`create index if not exists "${t.split('"')[1]}_identifier" on ${t} (identifier)`));
+    await p;
   } catch (err) {
-    // Two runs of one job creating it at once (a stale one waking up): one of them wins.
     const code = (err as { code?: string; cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code;
     if (code !== '42P07' && code !== '23505') throw err;
   }
@@ -50,7 +59,7 @@ export async function dropClaimsTable(db: DbOrTx, jobId: string): Promise<void> 
 export async function dropOrphanClaimTables(db: DbOrTx): Promise<number> {
   const r = await db.execute<{ name: string }>(sql`
     select c.relname as name from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where n.nspname = ${IMPORT_SCRATCH_SCHEMA} and c.relkind = 'r' and c.relname like ${`${PREFIX}%`}
+    where n.nspname = ${IMPORT_SCRATCH_SCHEMA} and c.relkind = 'r' and c.relname ~ ${`^${PREFIX}[0-9a-f]{32}$`}
       and not exists (
         select 1 from jobs j
         where j.id = regexp_replace(substr(c.relname, ${PREFIX.length + 1}), '(.{8})(.{4})(.{4})(.{4})(.{12})', '\\1-\\2-\\3-\\4-\\5')::uuid

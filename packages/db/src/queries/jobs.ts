@@ -120,6 +120,8 @@ export async function finishJob(
     | { status: 'completed'; result: unknown }
     | { status: 'failed'; error: JobErrorInfo }
     | { status: 'cancelled' },
+  /** The run's last chunk: the row must hold it (none of its commits was lost). */
+  chunkSeq?: number,
 ): Promise<JobRow | undefined> {
   const [row] = await db
     .update(jobs)
@@ -131,7 +133,7 @@ export async function finishJob(
       updatedAt: sql`now()`,
       leaseOwner: null,
     })
-    .where(and(eq(jobs.id, id), eq(jobs.lease, lease), eq(jobs.status, 'active')))
+    .where(and(eq(jobs.id, id), eq(jobs.lease, lease), eq(jobs.status, 'active'), chunkSeq === undefined ? undefined : eq(jobs.chunkSeq, chunkSeq)))
     .returning();
   return row;
 }

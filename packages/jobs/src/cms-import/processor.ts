@@ -35,6 +35,12 @@ export interface ImportCheckpoint {
   updated: number;
   /** Data rows of the file, once a validate pass has counted them. */
   total?: number;
+  /**
+   * Validate pass: the end-of-pass query over the claims found rows whose identifier cannot be
+   * inserted, and `invalid`/`problems` include them; a resumed run fails as this one did, claims
+   * table or not.
+   */
+  identifiersChecked?: boolean;
 }
 
 export interface ImportResult {
@@ -73,17 +79,30 @@ export const importProcessor: Processor<Payload> = async (ctx) => {
   if (!table) throw new JobInputError('the CMS table no longer exists', 'not_found');
   let cp: ImportCheckpoint = (run.checkpoint as ImportCheckpoint | null) ?? fresh(payload.onError === 'abort' ? 'validate' : 'write');
   const claiming = payload.mode === 'insert' && (cp.phase === 'validate' || payload.onError === 'skip');
-  if (claiming) await createClaimsTable(database.db, ctx.jobId, { indexed: payload.onError === 'skip' });
+  if (claiming) {
+    const { created } = await createClaimsTable(database.db, ctx.jobId, { indexed: payload.onError === 'skip' });
+    // The claims of a validate pass under way are gone (dropped when an earlier run's input was
+    // refused, by a stale run, by an upgrade): it starts over, or it would miss repeats.
+    if (created && cp.phase === 'validate' && cp.rows > 0 && !cp.identifiersChecked) {
+      cp = fresh('validate');
+      await run.commit({ checkpoint: cp, done: 0, total: null, rows: 0 });
+    }
+  }
   try {
     if (cp.phase === 'validate') {
       cp = await pass(ctx, table, cp);
-      // The pass claimed every valid row: one read of the claims finds those that cannot be inserted.
-      const taken =
-        payload.mode === 'insert' ? await findIdentifierProblems(database.pool, ctx.jobId, table.id, MAX_PROBLEMS) : { count: 0, problems: [] };
-      const invalid = cp.invalid + taken.count;
-      if (invalid > 0) {
-        const problems = [...cp.problems, ...taken.problems].sort((a, b) => a.line - b.line).slice(0, MAX_PROBLEMS);
-        throw new JobInputError(`${invalid} invalid row(s) in the file; nothing was written`, 'validation_failed', problems, invalid);
+      if (payload.mode === 'insert' && !cp.identifiersChecked) {
+        // The pass claimed every valid row: one read of the claims finds those that cannot be inserted.
+        const found = await findIdentifierProblems(database.pool, ctx.jobId, table.id, MAX_PROBLEMS);
+        if (found.count > 0) {
+          const problems = [...cp.problems, ...found.problems].sort((a, b) => a.line - b.line).slice(0, MAX_PROBLEMS);
+          cp = { ...cp, invalid: cp.invalid + found.count, problems, identifiersChecked: true };
+          // Recorded before the job fails: a retry (or a run after a crash here) fails the same way.
+          await run.commit({ checkpoint: cp, done: 0, rows: 0 });
+        }
+      }
+      if (cp.invalid > 0) {
+        throw new JobInputError(`${cp.invalid} invalid row(s) in the file; nothing was written`, 'validation_failed', cp.problems, cp.invalid);
       }
       const next: ImportCheckpoint = { ...fresh('write'), total: cp.rows };
       await run.commit({ checkpoint: next, done: 0, total: cp.rows, rows: 0 });
@@ -99,7 +118,8 @@ export const importProcessor: Processor<Payload> = async (ctx) => {
   }
   // Also when this run did not claim: an earlier run's validate pass did.
   if (payload.mode === 'insert') await dropClaimsTable(database.db, ctx.jobId);
-  await ctx.blobs.delete(payload.blobKey);
+  // The upload is deleted once the job is recorded completed (runJob), not before: a run that
+  // cannot record it leaves the job to a new run, which reads the file again.
   const result: ImportResult = { inserted: cp.inserted, updated: cp.updated, skippedCount: cp.invalid, skipped: cp.problems };
   return result;
 };
