@@ -67,7 +67,8 @@ export async function findIdentifierProblems(
      )
      select line, identifier, first, (count(*) over ())::int as n from bad order by line limit $2`,
     values: [tableId, limit],
-  });
+    // pg reads a per-query query_timeout (client.js); its types do not list it.
+  } as pg.QueryConfig);
   return {
     count: r.rows[0]?.n ?? 0,
     problems: r.rows.map((x) => ({
