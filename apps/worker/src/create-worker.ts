@@ -4,7 +4,6 @@ import { DelayedError, Worker, type Job } from 'bullmq';
 import type { Logger as PinoLogger } from 'pino';
 import { createDatabase, failDispatch, isTransientDbError, type Database } from '@platform/db';
 import {
-  AIM,
   assertNoEviction,
   ChunkSizer,
   ConnectionBudget,
@@ -14,7 +13,6 @@ import {
   jobDefinition,
   Producer,
   readPressure,
-  SHARED_AIM,
   sweepBlobs,
   waitReady,
 } from '@platform/jobs';
@@ -169,8 +167,6 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
         min: fixed ? config.chunkSize : Math.min(config.chunkMin, config.chunkSize),
         max: fixed ? config.chunkSize : Math.max(config.chunkMax, config.chunkSize),
         targetMs: config.chunkBudgetMs || 1,
-        // Lower beside other runs of this process (SHARED_AIM): their chunks vary more.
-        aim: () => (slots.inUse <= 1 ? AIM : SHARED_AIM),
       });
       sizers.set(jobId, s);
       if (sizers.size > 1_000) sizers.delete(sizers.keys().next().value!);

@@ -9,12 +9,6 @@
  * at 70% the longest was still 266–290 ms, at 60% with a first chunk of 1,000 rows 187–229 ms).
  */
 export const AIM = 0.6;
-/**
- * The aim of a run that shares its worker process with other runs: their planning and GC and the
- * CPU they share make its chunks' times vary more (bench worker-connections, 2 processes of up to
- * 3 runs each on 2 vCPUs: p50 79 ms, p99 223 ms, longest 265–401 ms at the 60 % aim).
- */
-export const SHARED_AIM = 0.4;
 /** Growth per chunk at most: one quick chunk (a warm cache, an idle moment) is not a new rate. */
 const MAX_GROWTH = 1.5;
 
@@ -23,8 +17,6 @@ export interface ChunkSizerOptions {
   min: number;
   max: number;
   targetMs: number;
-  /** The fraction of `targetMs` to aim at, asked at each chunk (default AIM). */
-  aim?: () => number;
 }
 
 export class ChunkSizer {
@@ -45,7 +37,7 @@ export class ChunkSizer {
   /** Records a committed chunk of `rows` that took `ms` from BEGIN to COMMIT. */
   observe(rows: number, ms: number): void {
     if (rows <= 0 || ms <= 0) return;
-    const aimMs = this.opts.targetMs * (this.opts.aim?.() ?? AIM);
+    const aimMs = this.opts.targetMs * AIM;
     const ideal = (rows / ms) * aimMs;
     // Over the aim: shrink straight to what would have fitted. Under: move halfway, at most ×1.5.
     const next = ms > aimMs ? ideal : Math.min(this.current * MAX_GROWTH, (this.current + ideal) / 2);

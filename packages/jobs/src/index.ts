@@ -13,5 +13,5 @@ export { exportJob } from './cms-export/definition';
 export { publishJob } from './project-publish/definition';
 export { ConnectionBudget, type ConnectionBudgetOptions } from './connection-budget';
 export { readPressure, signalPressure } from './db-pressure';
-export { AIM, ChunkSizer, SHARED_AIM, type ChunkSizerOptions } from './chunk-sizer';
+export { ChunkSizer, type ChunkSizerOptions } from './chunk-sizer';
 export { sweepBlobs, type JanitorOptions } from './blob-janitor';

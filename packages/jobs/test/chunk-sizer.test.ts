@@ -24,16 +24,6 @@ describe('chunk sizer', () => {
     expect(s.size).toBeLessThanOrEqual(6_000);
   });
 
-  it('aims at the fraction its aim option gives at each chunk (a run sharing its process aims lower)', () => {
-    let aim = 0.6;
-    const s = new ChunkSizer({ ...opts, aim: () => aim });
-    s.observe(1_000, 200); // 5 rows/ms: 600 rows fit in 120 ms
-    expect(s.size).toBe(600);
-    aim = 0.4;
-    s.observe(600, 120); // 5 rows/ms: 400 rows fit in 80 ms
-    expect(s.size).toBe(400);
-  });
-
   it('starts over from its first size when the run changes kind of chunk', () => {
     const s = new ChunkSizer(opts);
     for (let i = 0; i < 10; i++) s.observe(s.size, 1);
