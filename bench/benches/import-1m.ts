@@ -97,7 +97,8 @@ export const import1m: BenchModule = {
           `write pass ${s1(w.wallS)} (${pct(w.wallS, r.seconds)}; ${s1(w.txS)} in chunk tx), ` +
           `end of job ${s1(r.finalizeS)} (${pct(r.finalizeS, r.seconds)}; dropping the claims table, deleting the file), ` +
           `poll/other ${s1(Math.max(0, others))}${r.job.attempts > 0 ? `; ${r.job.attempts} failed run(s) retried` : ''}. ` +
-          `Baseline: one COPY FROM STDIN (${(copy.ms / 1000).toFixed(1)} s incl. commit) into LIKE cms_rows INCLUDING ALL + FK to cms_tables; ` +
+          `The platform wrote into cms_rows holding ${r.tableRowsBefore.toLocaleString('en-US')} rows of earlier benches; ` +
+          `baseline: one COPY FROM STDIN (${(copy.ms / 1000).toFixed(1)} s incl. commit) into an empty LIKE cms_rows INCLUDING ALL + FK to cms_tables; ` +
           `VACUUM ANALYZE + CHECKPOINT before each side, not timed; ` +
           `conversion to columns beforehand ${s1(convS)}, not timed`,
       },

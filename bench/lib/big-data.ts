@@ -451,6 +451,8 @@ export interface ImportRun {
   finalizeS: number;
   worker: RssSummary;
   api: RssSummary;
+  /** Rows `cms_rows` held when the upload began (every table's, live or not): the indexes the import writes into. */
+  tableRowsBefore: number;
 }
 
 /**
@@ -460,6 +462,7 @@ export interface ImportRun {
  */
 export async function measureImport(ctx: BenchContext, team: TeamClient, tableId: string, file: DataFile, label: string): Promise<ImportRun> {
   await quiesce(ctx);
+  const tableRowsBefore = (await ctx.pg.query<{ n: number }>('select count(*)::int as n from cms_rows')).rows[0]!.n;
   const worker = new RssSampler(appPid('worker'));
   const api = new RssSampler(appPid('api'));
   worker.label = api.label = 'upload';
@@ -530,6 +533,7 @@ export async function measureImport(ctx: BenchContext, team: TeamClient, tableId
     finalizeS,
     worker: workerRss,
     api: apiRss,
+    tableRowsBefore,
   };
 }
 
