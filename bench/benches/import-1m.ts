@@ -3,11 +3,12 @@ import { createReadStream, rmSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
+import { copyValue } from '../../packages/jobs/src/cms/copy-in';
 import { ndjsonRow } from '../../packages/jobs/src/cms-import/rows';
 import { readLines } from '../../packages/jobs/src/lines';
 import { uuidv7 } from '@platform/db';
 import type { TeamClient } from '../lib/api';
-import { BIG_FIELDS, COPY_COLUMNS, copyFileFor, copyIn, copyText, millionImport, MILLION, ndjsonFile, pct, quiesce, rate, s1 } from '../lib/big-data';
+import { BIG_FIELDS, COPY_COLUMNS, copyFileFor, copyIn, millionImport, MILLION, ndjsonFile, pct, quiesce, rate, s1 } from '../lib/big-data';
 import type { BenchContext, BenchModule } from '../lib/types';
 
 /** Rows of the side check that compares the write pass's statements (old and current) with one COPY, table for table. */
@@ -177,7 +178,7 @@ async function insertVersusCopy(ctx: BenchContext, team: TeamClient, tableId: st
     const viaCopy = async (part: typeof rows) => {
       const t0 = performance.now();
       await client.query('begin');
-      const text = part.map((x) => `${uuidv7()}\t${tableId}\t${team.teamId}\t${copyText(x.ident)}\t${copyText(x.data)}\n`).join('');
+      const text = part.map((x) => `${uuidv7()}\t${tableId}\t${team.teamId}\t${copyValue(x.ident)}\t${copyValue(x.data)}\n`).join('');
       const stream = client.query(copyFrom(`copy ${tables.chunkCopy} ${COPY_COLUMNS} from stdin`));
       await pipeline(Readable.from([text]), stream);
       await client.query('commit');

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { uuidv7 } from '@platform/db';
+import { copyValue } from '../../packages/jobs/src/cms/copy-in';
 import type { TeamClient } from './api';
 import { rowData } from './rows';
 import { sleep } from './stats';
@@ -72,8 +73,6 @@ export function ndjsonFile(rows: number): Promise<DataFile> {
   return p;
 }
 
-/** COPY text format: a backslash doubled; tabs and line breaks escaped (JSON text has none raw). */
-export const copyText = (s: string) => s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r'));
 
 export const COPY_COLUMNS = '(id, table_id, team_id, identifier, draft_data)';
 
@@ -92,7 +91,7 @@ export async function copyFileFor(source: DataFile, tableId: string, teamId: str
       for await (const line of lines) {
         if (line === '') continue;
         const { identifier, id: _id, ...data } = JSON.parse(line) as Record<string, unknown>;
-        s += `${uuidv7()}\t${tableId}\t${teamId}\t${copyText(String(identifier))}\t${copyText(JSON.stringify(data))}\n`;
+        s += `${uuidv7()}\t${tableId}\t${teamId}\t${copyValue(String(identifier))}\t${copyValue(JSON.stringify(data))}\n`;
         rows++;
         if (s.length > 1 << 20) {
           yield s;

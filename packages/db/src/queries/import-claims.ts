@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { DbOrTx } from '../client';
+import { sqlState } from '../errors';
 
 /**
  * Scratch space of a running `cms.import` under `mode=insert`: every identifier the file claims,
@@ -43,7 +44,7 @@ async function ignoreRace(p: Promise<unknown>): Promise<void> {
   try {
     await p;
   } catch (err) {
-    const code = (err as { code?: string; cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code;
+    const code = sqlState(err);
     if (code !== '42P07' && code !== '23505') throw err;
   }
 }

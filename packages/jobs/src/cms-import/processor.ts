@@ -1,7 +1,7 @@
+import type pg from 'pg';
 import type { z } from 'zod';
 import { createClaimsTable, dropClaimsTable, getCmsTable, type CmsTableRow } from '@platform/db';
 import { runChunks, type Chunk } from '../chunk-runner';
-import type pg from 'pg';
 import { runCopyIn } from '../cms/copy-in';
 import { insertRowsCopy } from '../cms/row-writes';
 import { JobInputError } from '../errors';
@@ -229,7 +229,7 @@ async function planChunk(
   };
   const chunk: Chunk<ImportCheckpoint> = { checkpoint: next, done: 0, rows: rows.length };
 
-  // COPY data is encoded here, before the transaction begins (see insertRowsStatement).
+  // COPY data is encoded here, before the transaction begins (see insertRowsCopy).
   const claims = checked && payload.mode === 'insert' ? claimIdentifiersCopy(jobId, c.claims) : null;
   const claim = async (client: pg.PoolClient) => {
     const n = claims ? await runCopyIn(client, claims) : 0;

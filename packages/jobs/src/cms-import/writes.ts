@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { claimsTable, uuidv7 } from '@platform/db';
-import type { RowProblem } from './rows';
 import { copyValue, type CopyIn } from '../cms/copy-in';
+import type { RowProblem } from './rows';
 
 /** A pool (reads between chunks) or a chunk transaction's client (writes). */
 type Queryable = Pick<pg.Pool, 'query'> | pg.PoolClient;
