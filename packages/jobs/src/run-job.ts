@@ -219,9 +219,7 @@ export async function forgiveBlamelessStall(job: Job, deps: RunnerDeps): Promise
   }
   const row = rows[0];
   if (!row || !(row.progressed || row.idle)) return undefined;
-  const dispatch = await nextDispatch(deps.database.db, jobId, { lease: row.lease });
-  if (dispatch === undefined) return undefined;
-  await deps.producer.dispatch({ ...row, dispatches: dispatch });
+  if (!(await handBack(deps, row))) return undefined;
   deps.log.info(
     { jobId, stalls: job.stalledCounter, why: row.progressed ? 'the stalled run committed chunks' : 'the stalled delivery never ran' },
     'stalled delivery handed back without counting the stall',
@@ -254,9 +252,7 @@ async function onRunError(
       throw new UnrecoverableError(info.message);
     }
     // Shutdown or a fairness yield: a new BullMQ job continues from the checkpoint.
-    const dispatch = await nextDispatch(deps.database.db, row.id, { lease: row.lease });
-    if (dispatch === undefined) return { outcome: 'fenced' };
-    await deps.producer.dispatch({ ...row, dispatches: dispatch });
+    if (!(await handBack(deps, row))) return { outcome: 'fenced' };
     void wakeWaiters(deps, row);
     log.info({ jobId: row.id, reason: err.reason, chunk: run.chunkSeq }, 'run handed back at a chunk boundary');
     return { outcome: 'handed_back', reason: err.reason };
@@ -269,9 +265,7 @@ async function onRunError(
   if (err instanceof CheckpointLostError) {
     // PostgreSQL lost this run's last chunks (a crash before their WAL was flushed): a new run
     // resumes from the checkpoint the row kept, at once and using no attempt.
-    const dispatch = await nextDispatch(deps.database.db, row.id, { lease: row.lease });
-    if (dispatch === undefined) return { outcome: 'fenced' };
-    await deps.producer.dispatch({ ...row, dispatches: dispatch });
+    if (!(await handBack(deps, row))) return { outcome: 'fenced' };
     log.warn({ jobId: row.id, err: err.message }, 'chunks committed by this run were lost; resuming from the checkpoint kept');
     return { outcome: 'handed_back', reason: 'checkpoint_lost' };
   }
@@ -281,11 +275,9 @@ async function onRunError(
     // waits it out as a delayed hand-back that uses no attempt, bounded by its maximum run time.
     // Counted as attempts, a lock held for 60 s failed an import: 5 attempts with 2 s exponential
     // backoff last about 40 s (fault suite, test/faults/postgres.test.ts).
-    const dispatch = await nextDispatch(deps.database.db, row.id, { lease: row.lease });
-    if (dispatch === undefined) return { outcome: 'fenced' };
     const backoffMs = jobDefinition(row.type)?.defaults.backoffMs ?? 2_000;
     const delayMs = Math.round(backoffMs * (0.5 + Math.random()));
-    await deps.producer.dispatch({ ...row, dispatches: dispatch }, { delayMs });
+    if (!(await handBack(deps, row, delayMs))) return { outcome: 'fenced' };
     log.warn({ jobId: row.id, err: info.message, delayMs }, 'chunk hit a lock timeout; waiting for the lock without using an attempt');
     return { outcome: 'handed_back', reason: 'lock_wait' };
   }
@@ -304,6 +296,17 @@ async function onRunError(
     await recordRetryableFailure(deps.database.db, row.id, row.lease, info).catch(() => {});
   }
   throw err;
+}
+
+/**
+ * A new delivery of the job, which continues from its checkpoint and uses no attempt (this run's
+ * ends without failing). False when the row's lease moved on: another run holds the job.
+ */
+async function handBack(deps: RunnerDeps, row: Omit<DispatchRow, 'dispatches'> & { lease: number }, delayMs?: number): Promise<boolean> {
+  const dispatch = await nextDispatch(deps.database.db, row.id, { lease: row.lease });
+  if (dispatch === undefined) return false;
+  await deps.producer.dispatch({ ...row, dispatches: dispatch }, delayMs === undefined ? {} : { delayMs });
+  return true;
 }
 
 /**
