@@ -160,13 +160,13 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
   const sizerFor = (jobId: string) => {
     let s = sizers.get(jobId);
     if (!s) {
-      // A budget of 0 keeps chunks at WORKER_CHUNK_SIZE (tests that count chunks use it).
+      // A budget of 0 keeps chunks at WORKER_CHUNK_SIZE, never cut short (tests that count chunks use it).
       const fixed = config.chunkBudgetMs === 0;
       s = new ChunkSizer({
         initial: config.chunkSize,
         min: fixed ? config.chunkSize : Math.min(config.chunkMin, config.chunkSize),
         max: fixed ? config.chunkSize : Math.max(config.chunkMax, config.chunkSize),
-        targetMs: config.chunkBudgetMs || 1,
+        targetMs: config.chunkBudgetMs,
       });
       sizers.set(jobId, s);
       if (sizers.size > 1_000) sizers.delete(sizers.keys().next().value!);

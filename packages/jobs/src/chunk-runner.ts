@@ -39,7 +39,8 @@ export interface ChunkWriter {
   client: pg.PoolClient;
 }
 
-export interface Chunk<C> {
+/** Where a job stands once a chunk (or the first parts of one) is committed. */
+export interface ChunkEnd<C> {
   /** The checkpoint once this chunk is committed. */
   checkpoint: C;
   /** Progress once this chunk is committed. */
@@ -47,8 +48,38 @@ export interface Chunk<C> {
   total?: number | null;
   /** Rows (or operations) this chunk covers, for the chunk timeline. */
   rows: number;
+}
+
+/** A leading part of a chunk's writes, and where the job stands when the chunk ends after it. */
+export interface ChunkPart<C> {
+  write: (w: ChunkWriter) => Promise<void>;
+  end: ChunkEnd<C>;
+}
+
+export interface Chunk<C> extends ChunkEnd<C> {
   /** The chunk's writes; runs inside the chunk transaction. Absent for a checkpoint-only chunk. */
   write?: (w: ChunkWriter) => Promise<void>;
+  /**
+   * Instead of `write`: the chunk's writes in parts, in order, the last one ending where the chunk
+   * does. When the chunk's time runs short after a part, the runner commits the parts written so far
+   * with that part's `end` (see `cutAfter`); the run plans again from there.
+   */
+  parts?: ChunkPart<C>[];
+}
+
+/** A chunk is written in at most this many parts, */
+const MAX_PARTS = 4;
+/** of at least this many rows each (a part costs a statement, a round trip). */
+const MIN_PART_ROWS = 250;
+
+/**
+ * How to split `n` rows of a chunk into parts (`Chunk.parts`): the end (exclusive) of each part,
+ * in order, the last one `n`. Parts are nearly equal, so the runner can judge from the first ones
+ * how long the next would take.
+ */
+export function partEnds(n: number): number[] {
+  const parts = Math.max(1, Math.min(MAX_PARTS, Math.floor(n / MIN_PART_ROWS)));
+  return Array.from({ length: parts }, (_, i) => Math.round(((i + 1) * n) / parts));
 }
 
 let faultFired = false;
@@ -87,8 +118,10 @@ export class JobRun<C = unknown> {
     if (reason) throw new StopRun(reason);
   }
 
-  async commit(chunk: Chunk<C>): Promise<void> {
+  /** Commits the chunk, or its first parts (see `Chunk.parts`); returns where the job now stands. */
+  async commit(chunk: Chunk<C>): Promise<ChunkEnd<C>> {
     if (this.opts.pace) await this.opts.pace();
+    let end: ChunkEnd<C> = chunk;
     const client = await this.database.pool.connect();
     // The transaction's time, from BEGIN: waiting for a pooled connection holds no lock.
     const started = performance.now();
@@ -107,7 +140,16 @@ export class JobRun<C = unknown> {
         await client.query(
           `begin; set local lock_timeout = ${Math.trunc(this.opts.lockTimeoutMs)}; set local statement_timeout = ${Math.trunc(this.opts.statementTimeoutMs)}${async}`,
         );
-        if (chunk.write) await chunk.write({ db: drizzle(client, { schema }), client });
+        const writer = chunk.write || chunk.parts ? { db: drizzle(client, { schema }), client } : undefined;
+        if (chunk.write) await chunk.write(writer!);
+        const parts = chunk.parts ?? [];
+        for (let i = 0; i < parts.length; i++) {
+          await parts[i]!.write(writer!);
+          if (i < parts.length - 1 && this.cutAfter(i + 1, performance.now() - started)) {
+            end = parts[i]!.end;
+            break;
+          }
+        }
         this.maybeFault();
         const seq = this.chunkSeq + 1;
         // The guarded checkpoint and the chunk's timeline row, in one statement: no row comes
@@ -123,15 +165,15 @@ export class JobRun<C = unknown> {
            )
            select cancel_requested_at from cp`,
           [
-            JSON.stringify(chunk.checkpoint),
+            JSON.stringify(end.checkpoint),
             seq,
-            chunk.done,
-            chunk.total !== undefined,
-            chunk.total ?? null,
+            end.done,
+            end.total !== undefined,
+            end.total ?? null,
             this.jobId,
             this.lease,
             this.chunkSeq,
-            chunk.rows,
+            end.rows,
             Math.round(performance.now() - started),
           ],
         );
@@ -142,7 +184,7 @@ export class JobRun<C = unknown> {
         cancelRequested = guarded.rows[0]!.cancel_requested_at !== null;
         await client.query('commit');
         this.chunkSeq = seq;
-        this.checkpoint = chunk.checkpoint;
+        this.checkpoint = end.checkpoint;
       } catch (err) {
         await client.query('rollback').catch(() => {
           // The connection is broken; drop it from the pool instead of reusing it.
@@ -165,8 +207,21 @@ export class JobRun<C = unknown> {
     }
     const took = performance.now() - started;
     this.longestChunkMs = Math.max(this.longestChunkMs, took);
-    if (chunk.write) this.opts.sizer?.observe(chunk.rows, took);
+    if (chunk.write || chunk.parts) this.opts.sizer?.observe(end.rows, took);
     this.boundary(cancelRequested);
+    return end;
+  }
+
+  /**
+   * After `done` parts written in `elapsedMs`: end the chunk here when one more part, at the pace
+   * of those, would take it past the chunk-time budget. A chunk is sized from the rates of the ones
+   * before it; one that meets company mid-flight (another run starting, a checkpoint) slows 2–4×
+   * and ran to 400–660 ms in bench worker-connections. Ended after a part, it commits what it wrote.
+   */
+  private cutAfter(done: number, elapsedMs: number): boolean {
+    const budget = this.opts.sizer?.targetMs;
+    // No budget (0: chunks of a fixed size) cuts nothing.
+    return !!budget && elapsedMs + elapsedMs / done > budget;
   }
 
   /**
@@ -209,13 +264,15 @@ export class JobRun<C = unknown> {
 /**
  * Drives a run to the end: asks `plan` for the next chunk (reads happen there, outside any
  * transaction), commits it, and repeats until `plan` returns null. Resumes from the run's
- * committed checkpoint, or `initial` on a first run.
+ * committed checkpoint, or `initial` on a first run. A chunk with `parts` may be committed short
+ * of its end: `plan` is then asked for the checkpoint of the part it ended after, and must read
+ * from there (not from where its last plan stopped reading).
  *
  * `ahead`: when it answers yes (asked at each chunk), plan the next chunk while this one commits,
  * from the checkpoint this one will commit, so the process parses and encodes while PostgreSQL
  * writes (the import's write pass spent a third of its time between transactions without it).
  * Only for a `plan` that reads nothing an earlier chunk of the run writes; a plan made for a chunk
- * that then fails to commit is dropped.
+ * that then fails to commit, or is cut short, is dropped (awaited first).
  */
 export async function runChunks<C>(
   run: JobRun<C>,
@@ -234,8 +291,13 @@ export async function runChunks<C>(
       // Dropped unread when this chunk's commit fails (its error then is the run's, not news).
       planned.catch(() => {});
     }
-    await run.commit(chunk);
-    cp = chunk.checkpoint;
+    const end = await run.commit(chunk);
+    cp = end.checkpoint;
+    if (end !== chunk && planned) {
+      // Cut short: what was planned from the chunk's own end does not follow on.
+      await planned.catch(() => {});
+      planned = undefined;
+    }
     next = planned ?? plan(cp);
   }
 }

@@ -36,7 +36,8 @@ export class ChunkSizer {
 
   /** Records a committed chunk of `rows` that took `ms` from BEGIN to COMMIT. */
   observe(rows: number, ms: number): void {
-    if (rows <= 0 || ms <= 0) return;
+    // A target of 0: chunks keep their size.
+    if (rows <= 0 || ms <= 0 || this.opts.targetMs <= 0) return;
     const aimMs = this.opts.targetMs * AIM;
     const ideal = (rows / ms) * aimMs;
     // Over the aim: shrink straight to what would have fitted. Under: move halfway, at most ×1.5.

@@ -19,5 +19,5 @@ export const processors = {
 } satisfies Record<JobName, Processor>;
 
 export { forgiveBlamelessStall, runBullJob, type RunnerDeps, type RunOutcome } from './run-job';
-export { JobRun, runChunks, type Chunk, type ChunkFault, type ChunkRunnerOptions } from './chunk-runner';
+export { JobRun, partEnds, runChunks, type Chunk, type ChunkPart, type ChunkFault, type ChunkRunnerOptions } from './chunk-runner';
 export type { Processor, ProcessorContext, Logger } from './processor';

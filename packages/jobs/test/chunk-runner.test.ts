@@ -12,7 +12,8 @@ import {
   type JobRow,
 } from '@platform/db';
 import { CheckpointLostError, FencedError, InjectedFault, StopRun } from '@platform/jobs';
-import { JobRun } from '@platform/jobs/processors';
+import { JobRun, runChunks } from '@platform/jobs/processors';
+import { ChunkSizer } from '../src/chunk-sizer';
 import { insertRows } from '../src/cms/row-writes';
 import { createTestEnv, type TestEnv } from '../../../test/helpers';
 
@@ -288,5 +289,94 @@ describe('chunk runner', () => {
     expect((await claimJob(t.database.db, second.id, 'w')).kind).toBe('blocked');
     await t.database.db.execute(sql`update jobs set status = 'completed' where id = ${first.id}`);
     expect((await claimJob(t.database.db, second.id, 'w')).kind).toBe('claimed');
+  });
+});
+
+async function countsByN(): Promise<Map<number, number>> {
+  const r = await t.database.pool.query<{ n: number; c: number }>(
+    `select (draft_data->>'n')::int as n, count(*)::int as c from cms_rows where table_id = $1 group by 1`,
+    [table.id],
+  );
+  return new Map(r.rows.map((x) => [x.n, x.c]));
+}
+
+describe('chunks in parts', () => {
+  /** A chunk of `parts` parts of `n` rows each, from `cp`; part `slowFrom` on (0-based) sleeps `sleepMs` first. */
+  const partedChunk = (cp: { at: number }, parts: number, n: number, slowFrom = parts, sleepMs = 0) => {
+    const list = Array.from({ length: parts }, (_, k) => {
+      const rows = rowsChunk(n, { at: cp.at + k * n });
+      return {
+        end: { checkpoint: rows.checkpoint, done: rows.done, total: 100, rows: (k + 1) * n },
+        write: async (w: { client: import('pg').PoolClient }) => {
+          if (k >= slowFrom) await w.client.query(`select pg_sleep(${sleepMs / 1000})`);
+          await rows.write(w);
+        },
+      };
+    });
+    return { ...list[list.length - 1]!.end, parts: list };
+  };
+
+  it('writes every part when the chunk stays within its time budget', async () => {
+    const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 5_000 });
+    const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer });
+    const before = (await state()).rows;
+    const end = await run.commit(partedChunk({ at: 0 }, 4, 10));
+    expect(end.checkpoint).toEqual({ at: 40 });
+    const s = await state();
+    expect(s.rows - before).toBe(40);
+    expect(s.job).toMatchObject({ chunk_seq: 1, checkpoint: { at: 40 }, progress_done: 40 });
+  });
+
+  it('ends a chunk after the part past which one more would overrun the budget, committing those parts with their checkpoint', async () => {
+    // Parts of 80 ms against a budget of 200 ms: after two (160 ms), a third would end at ~240 ms.
+    const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 200 });
+    const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer });
+    const before = (await state()).rows;
+    const end = await run.commit(partedChunk({ at: 0 }, 4, 10, 0, 80));
+    expect(end).toMatchObject({ checkpoint: { at: 20 }, done: 20, rows: 20 });
+    const s = await state();
+    expect(s.rows - before).toBe(20);
+    expect(s.job).toMatchObject({ chunk_seq: 1, checkpoint: { at: 20 }, progress_done: 20 });
+    const timeline = await t.database.pool.query('select rows, duration_ms from job_chunks where job_id = $1', [job.id]);
+    expect(timeline.rows[0].rows).toBe(20);
+    expect(timeline.rows[0].duration_ms).toBeLessThan(240);
+    // The sizer learnt the rate of what was committed: 20 rows in ~160 ms aims well under 40.
+    expect(sizer.size).toBeLessThan(20);
+  });
+
+  it('a budget of 0 (fixed chunk sizes) never cuts a chunk', async () => {
+    const sizer = new ChunkSizer({ initial: 40, min: 40, max: 40, targetMs: 0 });
+    const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer });
+    const end = await run.commit(partedChunk({ at: 0 }, 4, 10, 0, 30));
+    expect(end.checkpoint).toEqual({ at: 40 });
+    expect(sizer.size).toBe(40);
+  });
+
+  it('runChunks plans again from where a cut chunk ended, dropping what it planned ahead', async () => {
+    const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 100 });
+    const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer });
+    const before = (await state()).rows;
+    const countsBefore = await countsByN();
+    const asked: number[] = [];
+    // The first chunk's later parts are slow (60 ms each): it is cut after its second part.
+    const final = await runChunks<{ at: number }>(
+      run,
+      { at: 0 },
+      async (cp) => {
+        asked.push(cp.at);
+        if (cp.at >= 100) return null;
+        const n = Math.min(10, (100 - cp.at) / 4);
+        return cp.at === 0 ? partedChunk(cp, 4, n, 1, 60) : partedChunk(cp, 4, n);
+      },
+      { ahead: () => true },
+    );
+    expect(final).toEqual({ at: 100 });
+    // Planned ahead from 40 (the first chunk's own end), then again from 20, where it was cut.
+    expect(asked.slice(0, 3)).toEqual([0, 40, 20]);
+    const s = await state();
+    expect(s.rows - before).toBe(100);
+    // Every value 0..99 written exactly once: nothing of the dropped plan, nothing twice.
+    const after = await countsByN();
+    for (let n = 0; n < 100; n++) expect((after.get(n) ?? 0) - (countsBefore.get(n) ?? 0), `n = ${n}`).toBe(1);
   });
 });

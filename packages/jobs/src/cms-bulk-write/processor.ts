@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { getCmsTable } from '@platform/db';
-import { runChunks, type Chunk } from '../chunk-runner';
-import { deleteRows, insertRows, updateRows } from '../cms/row-writes';
+import { partEnds, runChunks, type Chunk, type ChunkPart } from '../chunk-runner';
+import { deleteRowsStatement, insertRowsStatement, updateRowsStatement } from '../cms/row-writes';
 import { validateRowData } from '../cms/row-data';
 import { JobInputError } from '../errors';
 import { readLines, take, type Line } from '../lines';
@@ -73,41 +73,60 @@ export const bulkWriteProcessor: Processor<Payload> = async (ctx) => {
     cp = next;
   }
 
-  const it = readLines(blobs.get(payload.blobKey, { start: cp.byte }), cp.byte)[Symbol.asyncIterator]();
+  let it: AsyncIterator<Line> | undefined;
+  // The byte the lines read so far end at: the checkpoint the next plan is asked for, unless a
+  // chunk was cut short (the runner committed its first parts only); the blob is then read again.
+  let readTo = -1;
   const final = await runChunks<Checkpoint>(run, cp, async (at): Promise<Chunk<Checkpoint> | null> => {
+    if (!it || at.byte !== readTo) {
+      await it?.return?.(undefined);
+      it = readLines(blobs.get(payload.blobKey, { start: at.byte }), at.byte)[Symbol.asyncIterator]();
+    }
     const lines = await take(it, ctx.chunkSize);
     if (lines.length === 0) return null;
+    readTo = lines[lines.length - 1]!.end;
     const ops = lines.map((l, k) => parseOp(l, at.index + k));
-    const counts = { inserted: 0, updated: 0, deleted: 0 };
-    for (const op of ops) counts[op.op === 'insert' ? 'inserted' : op.op === 'update' ? 'updated' : 'deleted']++;
-    return {
-      checkpoint: {
-        phase: 'write',
-        index: at.index + ops.length,
-        byte: lines[lines.length - 1]!.end,
-        inserted: at.inserted + counts.inserted,
-        updated: at.updated + counts.updated,
-        deleted: at.deleted + counts.deleted,
-      },
-      done: at.index + ops.length,
-      total,
-      rows: ops.length,
-      write: ({ client }) => applyOperations(client, table, ops, at.index),
-    };
+    // Statements are built here, before the chunk's transaction begins (see insertRowsStatement).
+    const parts: ChunkPart<Checkpoint>[] = [];
+    const counts = { inserted: at.inserted, updated: at.updated, deleted: at.deleted };
+    let from = 0;
+    for (const to of partEnds(ops.length)) {
+      const slice = ops.slice(from, to);
+      for (const op of slice) counts[op.op === 'insert' ? 'inserted' : op.op === 'update' ? 'updated' : 'deleted']++;
+      const statements = await operationStatements(table, slice, at.index + from);
+      parts.push({
+        end: {
+          checkpoint: { phase: 'write', index: at.index + to, byte: lines[to - 1]!.end, ...counts },
+          done: at.index + to,
+          total,
+          rows: to,
+        },
+        write: ({ client }) => runOperations(client, statements),
+      });
+      from = to;
+    }
+    return { ...parts[parts.length - 1]!.end, parts };
   });
   return { inserted: final.inserted, updated: final.updated, deleted: final.deleted };
 };
 
+interface OperationStatement {
+  query: pg.QueryConfig;
+  /** Operations `first`..`last` (job-wide indexes), one row each. */
+  first: number;
+  last: number;
+}
+
 /**
- * Applies operations in order: consecutive operations of one kind (and one way of naming the row)
- * go in one statement, and a run is cut where a row repeats, so order is kept within a chunk.
+ * The statements that apply operations in order: consecutive operations of one kind (and one way of
+ * naming the row) go in one statement, and a run is cut where a row repeats, so order is kept.
  */
-async function applyOperations(
-  client: pg.PoolClient,
+async function operationStatements(
   table: { id: string; teamId: string },
   ops: BulkOperation[],
   firstIndex: number,
-): Promise<void> {
+): Promise<OperationStatement[]> {
+  const out: OperationStatement[] = [];
   let i = 0;
   while (i < ops.length) {
     const head = ops[i]!;
@@ -125,23 +144,28 @@ async function applyOperations(
       }
     }
     const run = ops.slice(i, j);
-    let affected: number;
+    let query: pg.QueryConfig;
     if (head.op === 'insert') {
-      affected = await insertRows(client, table, run as Extract<BulkOperation, { op: 'insert' }>[]);
+      query = await insertRowsStatement(table, run as Extract<BulkOperation, { op: 'insert' }>[]);
     } else if (head.op === 'update') {
       const rows = (run as Extract<BulkOperation, { op: 'update' }>[]).map((o) => ({ key: (o.id ?? o.identifier)!, data: o.data }));
-      affected = await updateRows(client, table.id, by, rows);
+      query = updateRowsStatement(table.id, by, rows);
     } else {
-      const keys = (run as Extract<BulkOperation, { op: 'delete' }>[]).map((o) => (o.id ?? o.identifier)!);
-      affected = await deleteRows(client, table.id, by, keys);
+      query = deleteRowsStatement(table.id, by, (run as Extract<BulkOperation, { op: 'delete' }>[]).map((o) => (o.id ?? o.identifier)!));
     }
-    if (affected !== run.length) {
-      // Validation saw every row; a mismatch means the table changed under the job. Roll back the chunk.
-      throw new JobInputError(
-        `operations ${firstIndex + i}..${firstIndex + j - 1}: ${run.length - affected} row(s) changed since the job was checked`,
-        'conflict',
-      );
-    }
+    out.push({ query, first: firstIndex + i, last: firstIndex + j - 1 });
     i = j;
+  }
+  return out;
+}
+
+async function runOperations(client: pg.PoolClient, statements: OperationStatement[]): Promise<void> {
+  for (const s of statements) {
+    const affected = (await client.query(s.query)).rowCount ?? 0;
+    const expected = s.last - s.first + 1;
+    if (affected !== expected) {
+      // Validation saw every row; a mismatch means the table changed under the job. Roll back the chunk.
+      throw new JobInputError(`operations ${s.first}..${s.last}: ${expected - affected} row(s) changed since the job was checked`, 'conflict');
+    }
   }
 }

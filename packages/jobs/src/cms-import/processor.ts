@@ -1,12 +1,12 @@
 import type pg from 'pg';
 import type { z } from 'zod';
 import { createClaimsTable, dropClaimsTable, getCmsTable, type CmsTableRow } from '@platform/db';
-import { runChunks, type Chunk } from '../chunk-runner';
+import { partEnds, runChunks, type Chunk, type ChunkPart } from '../chunk-runner';
 import { runCopyIn } from '../cms/copy-in';
 import { insertRowsCopy } from '../cms/row-writes';
 import { JobInputError } from '../errors';
 import type { Processor, ProcessorContext } from '../processor';
-import { classify, collapseUpserts } from './classify';
+import { classify, collapseUpserts, type Classified } from './classify';
 import type { importPayload } from './definition';
 import type { RowProblem } from './rows';
 import { openSource, type Position, type RowSource, type SourceRecord } from './source';
@@ -135,9 +135,18 @@ async function pass(ctx: ProcessorContext<Payload>, table: CmsTableRow, start: I
   let source: RowSource | undefined;
   // The next chunk's records, read (parsed) while this one is checked and committed.
   let ahead: Promise<Taken> | undefined;
+  // Where the records taken so far end: the checkpoint the next plan is asked for, unless a chunk
+  // was cut short (the runner committed its first parts only); then the file is read again from there.
+  let readTo: Position | undefined;
   try {
     return await runChunks<ImportCheckpoint>(run, start, async (at) => {
       if (at.eof) return null;
+      if (source && (at.at.byte !== readTo?.byte || at.at.line !== readTo.line)) {
+        await ahead?.catch(() => {});
+        source.close();
+        source = undefined;
+        ahead = undefined;
+      }
       // Opened at the first chunk (not before: a finished phase never touches the file again).
       source ??= openSource({
         blobs: ctx.blobs,
@@ -152,6 +161,7 @@ async function pass(ctx: ProcessorContext<Payload>, table: CmsTableRow, start: I
       });
       const taken = await (ahead ?? takeChunk(source, ctx.chunkSize));
       ahead = undefined;
+      readTo = taken.position;
       if (!taken.eof) {
         ahead = takeChunk(source, ctx.chunkSize);
         // Dropped unread when the run stops here (its error, if any, is the source's and not news).
@@ -218,6 +228,8 @@ async function planChunk(
     // The validate pass found none; the same file read again cannot have any.
     throw new Error(`row ${c.problems[0]?.line} became invalid after the file was validated`);
   }
+  if (payload.mode === 'insert') return insertChunk(ctx, table, at, { records, eof, position, header }, c, validating, checked);
+
   const next: ImportCheckpoint = {
     ...at,
     at: position,
@@ -225,43 +237,102 @@ async function planChunk(
     eof,
     rows: at.rows + rows.length,
     invalid: at.invalid + c.invalidRows,
-    problems: at.problems.length < MAX_PROBLEMS ? [...at.problems, ...c.problems].slice(0, MAX_PROBLEMS) : at.problems,
+    problems: withProblems(at.problems, c.problems),
   };
-  const chunk: Chunk<ImportCheckpoint> = { checkpoint: next, done: 0, rows: rows.length };
-
-  // COPY data is encoded here, before the transaction begins (see insertRowsCopy).
-  const claims = checked && payload.mode === 'insert' ? claimIdentifiersCopy(jobId, c.claims) : null;
-  const claim = async (client: pg.PoolClient) => {
-    const n = claims ? await runCopyIn(client, claims) : 0;
-    if (n !== (claims?.rows ?? 0)) throw new Error(`claimed ${n} of ${claims?.rows} identifiers`);
-  };
-  if (validating) {
-    // Nothing is written but the claims, so that the pass's end can tell a repeat within the file.
-    if (claims) chunk.write = ({ client }) => claim(client);
-    return chunk;
-  }
-
-  chunk.done = next.rows;
-  chunk.total = at.total ?? (eof ? next.rows : undefined);
-  if (payload.mode === 'insert') {
-    next.inserted += c.valid.length;
-    const insert = c.valid.length > 0 ? await insertRowsCopy(table, c.valid) : null;
-    chunk.write = async ({ client }) => {
-      const n = insert ? await runCopyIn(client, insert) : 0;
-      if (n !== c.valid.length) throw new Error(`inserted ${n} of ${c.valid.length} rows`);
-      await claim(client);
-    };
-  } else {
-    const u = collapseUpserts(c.valid, c.existing);
-    next.inserted += u.inserted;
-    next.updated += u.updated;
-    chunk.write = async ({ client }) => {
+  // mode=upsert claims nothing: its validate pass only reads.
+  if (validating) return { checkpoint: next, done: 0, rows: rows.length };
+  const u = collapseUpserts(c.valid, c.existing);
+  next.inserted += u.inserted;
+  next.updated += u.updated;
+  return {
+    checkpoint: next,
+    done: next.rows,
+    total: at.total ?? (eof ? next.rows : undefined),
+    rows: rows.length,
+    write: async ({ client }) => {
       const got = await upsertRows(client, table, u.writes);
       if (got.inserted !== u.expect.inserted || got.updated !== u.expect.updated) {
         // The table changed between the read and the write: roll the chunk back and plan it again.
         throw new Error(`upsert wrote ${JSON.stringify(got)}, expected ${JSON.stringify(u.expect)}`);
       }
+    },
+  };
+}
+
+function withProblems(before: RowProblem[], more: RowProblem[]): RowProblem[] {
+  return before.length < MAX_PROBLEMS && more.length > 0 ? [...before, ...more].slice(0, MAX_PROBLEMS) : before;
+}
+
+/**
+ * A chunk of `mode=insert` in parts (`Chunk.parts`), each ending after a record: its valid rows
+ * (write pass) and their claims (validate pass, and writes under onError=skip), COPY data encoded
+ * here, before the transaction begins (see insertRowsCopy). A chunk cut short after a part has its
+ * checkpoint just past that part's last record.
+ */
+async function insertChunk(
+  ctx: ProcessorContext<Payload>,
+  table: CmsTableRow,
+  at: ImportCheckpoint,
+  { records, eof, position, header }: Taken,
+  c: Classified,
+  validating: boolean,
+  checked: boolean,
+): Promise<Chunk<ImportCheckpoint>> {
+  const parts: ChunkPart<ImportCheckpoint>[] = [];
+  let from = 0;
+  let valid = 0;
+  let claimed = 0;
+  let problems = 0;
+  let invalid = 0;
+  for (const to of partEnds(records.length)) {
+    const last = to === records.length;
+    const lastLine = records[to - 1]?.row.line ?? Number.POSITIVE_INFINITY;
+    for (let i = from; i < to; i++) if (records[i]!.row.problems.length > 0) invalid++;
+    const validEnd = last ? c.valid.length : upTo(c.valid, valid, lastLine);
+    const claimsEnd = last ? c.claims.length : upTo(c.claims, claimed, lastLine);
+    const problemsEnd = last ? c.problems.length : upTo(c.problems, problems, lastLine);
+    const claims = checked ? claimIdentifiersCopy(ctx.jobId, c.claims.slice(claimed, claimsEnd)) : null;
+    const insert = !validating && validEnd > valid ? await insertRowsCopy(table, c.valid.slice(valid, validEnd)) : null;
+    const rows = to;
+    const checkpoint: ImportCheckpoint = {
+      ...at,
+      at: last ? position : records[to - 1]!.end,
+      header,
+      eof: last && eof,
+      rows: at.rows + rows,
+      invalid: at.invalid + invalid,
+      problems: withProblems(at.problems, c.problems.slice(0, problemsEnd)),
+      inserted: at.inserted + (validating ? 0 : validEnd),
     };
+    parts.push({
+      end: {
+        checkpoint,
+        done: validating ? 0 : checkpoint.rows,
+        total: validating ? undefined : (at.total ?? (checkpoint.eof ? checkpoint.rows : undefined)),
+        rows,
+      },
+      write: async ({ client }) => {
+        const n = insert ? await runCopyIn(client, insert) : 0;
+        if (n !== (insert?.rows ?? 0)) throw new Error(`inserted ${n} of ${insert?.rows} rows`);
+        const k = claims ? await runCopyIn(client, claims) : 0;
+        if (k !== (claims?.rows ?? 0)) throw new Error(`claimed ${k} of ${claims?.rows} identifiers`);
+      },
+    });
+    from = to;
+    valid = validEnd;
+    claimed = claimsEnd;
+    problems = problemsEnd;
   }
-  return chunk;
+  // partEnds gives at least one part (an empty one for no records).
+  const whole = parts[parts.length - 1]!.end;
+  // Nothing to write (a validate pass under mode=insert with no valid row): a checkpoint-only chunk.
+  const writes = !validating || c.claims.length > 0;
+  return { ...whole, parts: writes ? parts : undefined };
+}
+
+/** The index past the last item from `from` on whose line is at most `line` (items in line order). */
+function upTo(items: readonly { line: number }[], from: number, line: number): number {
+  let i = from;
+  while (i < items.length && items[i]!.line <= line) i++;
+  return i;
 }

@@ -91,35 +91,27 @@ export function arrayLiteral(items: readonly (string | null)[]): string {
 
 export type RowKey = { by: 'id' | 'identifier'; key: string };
 
-export async function updateRows(
-  client: pg.PoolClient,
+/** An update of rows' drafts: each row's draft replaced, matched by id or identifier. */
+export function updateRowsStatement(
   tableId: string,
   by: 'id' | 'identifier',
   rows: { key: string; data: Record<string, unknown> }[],
-): Promise<number> {
-  if (rows.length === 0) return 0;
+): pg.QueryConfig {
   const match = by === 'id' ? 'r.id = u.k::uuid' : 'r.identifier = u.k';
-  const res = await client.query(
-    `update cms_rows r set draft_data = u.d, updated_at = now()
+  return {
+    text: `update cms_rows r set draft_data = u.d, updated_at = now()
      from unnest($2::text[], $3::jsonb[]) as u(k, d)
      where r.table_id = $1 and r.deleted_at is null and ${match}`,
-    [tableId, rows.map((r) => r.key), rows.map((r) => JSON.stringify(r.data))],
-  );
-  return res.rowCount ?? 0;
+    values: [tableId, rows.map((r) => r.key), rows.map((r) => JSON.stringify(r.data))],
+  };
 }
 
-export async function deleteRows(
-  client: pg.PoolClient,
-  tableId: string,
-  by: 'id' | 'identifier',
-  keys: string[],
-): Promise<number> {
-  if (keys.length === 0) return 0;
+/** A delete of rows: the rows marked deleted, matched by id or identifier. */
+export function deleteRowsStatement(tableId: string, by: 'id' | 'identifier', keys: string[]): pg.QueryConfig {
   const match = by === 'id' ? 'id = any($2::uuid[])' : 'identifier = any($2::text[])';
-  const res = await client.query(
-    `update cms_rows set deleted_at = now(), updated_at = now()
+  return {
+    text: `update cms_rows set deleted_at = now(), updated_at = now()
      where table_id = $1 and deleted_at is null and ${match}`,
-    [tableId, keys],
-  );
-  return res.rowCount ?? 0;
+    values: [tableId, keys],
+  };
 }

@@ -1,0 +1,198 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import { partEnds } from '@platform/jobs/processors';
+import { loadConfig } from '../src/config';
+import { startWorker, type WorkerRuntime } from '../src/create-worker';
+import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, waitFor, type TestEnv } from '../../../test/helpers';
+
+/**
+ * Chunks cut short: a chunk is written in parts, and when its time runs short after a part the
+ * worker commits the parts written, with their checkpoint, and reads on from there. Here the chunk
+ * budget is 1 ms and chunks are 1,000 rows (4 parts of 250), so every chunk of these imports and
+ * bulk writes is cut after its first part: the jobs advance 250 rows at a time, reading their files
+ * again from each cut, and must end exactly as uncut ones do. Real worker runtime, Redis and PostgreSQL.
+ */
+const CHUNK = 1_000;
+/** The rows of each chunk of a pass over `n` rows when every chunk is cut after its first part. */
+function cutPass(n: number): number[] {
+  const out: number[] = [];
+  for (let left = n; left > 0; ) {
+    const first = partEnds(Math.min(CHUNK, left))[0]!;
+    out.push(first);
+    left -= first;
+  }
+  return out;
+}
+const PASS = cutPass(2_600);
+let t: TestEnv;
+let api: FastifyInstance;
+let worker: WorkerRuntime;
+let token: string;
+let projectId: string;
+
+beforeAll(async () => {
+  t = await createTestEnv();
+  api = await buildTestApi(t);
+  worker = await startWorker(
+    loadConfig({
+      ...t.env,
+      WORKER_PORT: '0',
+      WORKER_CHUNK_SIZE: String(CHUNK),
+      WORKER_CHUNK_MIN: String(CHUNK),
+      WORKER_CHUNK_MAX: String(CHUNK),
+      WORKER_CHUNK_BUDGET_MS: '1',
+    }),
+    pino({ level: 'warn' }),
+  );
+  token = (await api.inject({ method: 'POST', url: '/v1/admin/teams', headers: bearer(ADMIN_TOKEN), payload: { name: 'cutters' } })).json().token;
+  projectId = (await api.inject({ method: 'POST', url: '/v1/projects', headers: bearer(token), payload: { name: 'p' } })).json().id;
+});
+
+afterAll(async () => {
+  await worker?.close();
+  await api?.close();
+  await t?.cleanup();
+});
+
+async function newTable(): Promise<string> {
+  const r = await api.inject({
+    method: 'POST',
+    url: `/v1/projects/${projectId}/cms-tables`,
+    headers: bearer(token),
+    payload: { name: `t-${Math.random().toString(36).slice(2, 8)}`, fields: [{ name: 'title', type: 'text', required: true }, { name: 'views', type: 'number' }] },
+  });
+  expect(r.statusCode, r.body).toBe(201);
+  return r.json().id;
+}
+
+async function finished(jobId: string) {
+  return waitFor(
+    async () => {
+      const j = (await api.inject({ method: 'GET', url: `/v1/jobs/${jobId}`, headers: bearer(token) })).json();
+      return ['completed', 'failed', 'cancelled'].includes(j.status) ? j : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 25, what: `job ${jobId} to end` },
+  );
+}
+
+async function importFile(tableId: string, body: string, query: string) {
+  const res = await api.inject({
+    method: 'POST',
+    url: `/v1/cms-tables/${tableId}/imports?${query}`,
+    headers: { ...bearer(token), 'content-type': 'text/csv' },
+    payload: body,
+  });
+  expect(res.statusCode, res.body).toBe(202);
+  return finished(res.json().id);
+}
+
+async function liveRows(tableId: string): Promise<Map<string, { title: string; views?: number }>> {
+  const r = await t.database.pool.query('select identifier, draft_data from cms_rows where table_id = $1 and deleted_at is null', [tableId]);
+  return new Map(r.rows.map((x) => [x.identifier, x.draft_data]));
+}
+
+/** Rows per writing chunk of the job, in order. */
+async function chunkRows(jobId: string): Promise<number[]> {
+  const r = await t.database.pool.query<{ rows: number }>('select rows from job_chunks where job_id = $1 and rows > 0 order by seq', [jobId]);
+  return r.rows.map((x) => x.rows);
+}
+
+const cell = (v: string) => (/[",\r\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
+
+/**
+ * 2,600 CSV records, every 7th spanning three lines, and (when `withBad`) twelve bad ones on both
+ * sides of part boundaries: non-numeric views, a missing title, an identifier repeating a good row
+ * of an earlier part or chunk.
+ */
+function csvFile(withBad: boolean) {
+  const lines = ['identifier,title,views'];
+  let line = 2;
+  const bad: number[] = [];
+  const badViews = [249, 250, 1_001, 2_599];
+  const noTitle = [499, 500, 1_750, 0];
+  const repeats = [251, 752, 1_000, 2_000];
+  for (let i = 0; i < 2_600; i++) {
+    let ident = `r${i}`;
+    let title = i % 7 === 0 ? `multi\nline, "quoted"\nrow ${i}` : `row ${i}`;
+    let views = String(i);
+    if (withBad && badViews.includes(i)) views = 'many';
+    if (withBad && noTitle.includes(i)) title = '';
+    if (withBad && repeats.includes(i)) ident = `r${i - 3}`;
+    if (withBad && [...badViews, ...noTitle, ...repeats].includes(i)) bad.push(line);
+    const rec = [ident, cell(title), views].join(',');
+    lines.push(rec);
+    line += rec.split('\n').length;
+  }
+  return { csv: lines.join('\n') + '\n', bad: bad.sort((a, b) => a - b) };
+}
+
+describe('chunks cut short after a part', () => {
+  it('a CSV import (abort) advances a part at a time through both passes and ends exact', async () => {
+    const tableId = await newTable();
+    const { csv } = csvFile(false);
+    const job = await importFile(tableId, csv, 'format=csv');
+    expect(job.status, JSON.stringify(job.error)).toBe('completed');
+    expect(job.result).toEqual({ inserted: 2_600, updated: 0, skippedCount: 0, skipped: [] });
+    expect(job.progress).toEqual({ done: 2_600, total: 2_600 });
+    const got = await liveRows(tableId);
+    expect(got.size).toBe(2_600);
+    for (let i = 0; i < 2_600; i++) {
+      expect(got.get(`r${i}`), `r${i}`).toEqual({ title: i % 7 === 0 ? `multi\nline, "quoted"\nrow ${i}` : `row ${i}`, views: i });
+    }
+    // Every chunk was cut after its first part, in the validate pass and in the write pass.
+    expect(await chunkRows(job.id)).toEqual([...PASS, ...PASS]);
+  });
+
+  it('a CSV import (abort) with bad rows around the cuts names exactly those lines and writes nothing', async () => {
+    const tableId = await newTable();
+    const { csv, bad } = csvFile(true);
+    const job = await importFile(tableId, csv, 'format=csv');
+    expect(job.status).toBe('failed');
+    expect(job.error.code).toBe('validation_failed');
+    expect([...new Set(job.error.details.map((d: { line: number }) => d.line))]).toEqual(bad);
+    expect((await liveRows(tableId)).size).toBe(0);
+    expect(await chunkRows(job.id)).toEqual(PASS);
+  });
+
+  it('the same file under onError=skip writes exactly the good rows and names the bad ones', async () => {
+    const tableId = await newTable();
+    const { csv, bad } = csvFile(true);
+    const job = await importFile(tableId, csv, 'format=csv&onError=skip');
+    expect(job.status, JSON.stringify(job.error)).toBe('completed');
+    expect(job.result.inserted).toBe(2_600 - bad.length);
+    expect(job.result.skippedCount).toBe(bad.length);
+    expect([...new Set(job.result.skipped.map((d: { line: number }) => d.line))]).toEqual(bad);
+    const got = await liveRows(tableId);
+    expect(got.size).toBe(2_600 - bad.length);
+    // Each identifier once, with the row of its first good line.
+    expect(got.get('r248')).toEqual({ title: 'row 248', views: 248 });
+    expect(got.has('r0')).toBe(false);
+    expect(got.has('r251')).toBe(false);
+    expect(await chunkRows(job.id)).toEqual(PASS);
+  });
+
+  it('a mixed bulk write advances a part at a time and applies every operation once, in order', async () => {
+    const tableId = await newTable();
+    const operations = [
+      ...Array.from({ length: 1_500 }, (_, k) => ({ op: 'insert', identifier: `b${k}`, data: { title: `new ${k}` } })),
+      ...Array.from({ length: 600 }, (_, k) => ({ op: 'update', identifier: `b${k}`, data: { title: `changed ${k}`, views: k } })),
+      ...Array.from({ length: 300 }, (_, k) => ({ op: 'delete', identifier: `b${1_000 + k}` })),
+      // The same rows again, after the deletes: order decides what stays.
+      ...Array.from({ length: 100 }, (_, k) => ({ op: 'update', identifier: `b${k}`, data: { title: `again ${k}` } })),
+    ];
+    const res = await api.inject({ method: 'POST', url: `/v1/cms-tables/${tableId}/bulk-writes`, headers: bearer(token), payload: { operations } });
+    expect(res.statusCode, res.body).toBe(202);
+    const job = await finished(res.json().id);
+    expect(job.status, JSON.stringify(job.error)).toBe('completed');
+    expect(job.result).toEqual({ inserted: 1_500, updated: 700, deleted: 300 });
+    const got = await liveRows(tableId);
+    expect(got.size).toBe(1_200);
+    expect(got.get('b5')).toEqual({ title: 'again 5' });
+    expect(got.get('b150')).toEqual({ title: 'changed 150', views: 150 });
+    expect(got.get('b900')).toEqual({ title: 'new 900' });
+    expect(got.has('b1000')).toBe(false);
+    expect(got.get('b1300')).toEqual({ title: 'new 1300' });
+    expect(await chunkRows(job.id)).toEqual(cutPass(operations.length));
+  });
+});
