@@ -8,19 +8,21 @@ import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, waitFor, type TestEnv
 
 /**
  * Chunks cut short: a chunk is written in parts, and when its time runs short after a part the
- * worker commits the parts written, with their checkpoint, and reads on from there. Here the chunk
- * budget is 1 ms and chunks are 1,000 rows (4 parts of 250), so every chunk of these imports and
- * bulk writes is cut after its first part: the jobs advance 250 rows at a time, reading their files
- * again from each cut, and must end exactly as uncut ones do. Real worker runtime, Redis and PostgreSQL.
+ * worker commits the parts written, with their checkpoint, and the parts left as the next chunk.
+ * Here the chunk budget is 1 ms and chunks are 1,000 rows (4 parts of 250), so every chunk of these
+ * imports and bulk writes is cut after each part: the jobs advance 250 rows a transaction, and
+ * must end exactly as uncut ones do. Real worker runtime, Redis and PostgreSQL.
  */
 const CHUNK = 1_000;
-/** The rows of each chunk of a pass over `n` rows when every chunk is cut after its first part. */
+/** The rows of each chunk of a pass over `n` rows when every chunk is cut after each of its parts. */
 function cutPass(n: number): number[] {
   const out: number[] = [];
-  for (let left = n; left > 0; ) {
-    const first = partEnds(Math.min(CHUNK, left))[0]!;
-    out.push(first);
-    left -= first;
+  for (let at = 0; at < n; at += CHUNK) {
+    let from = 0;
+    for (const to of partEnds(Math.min(CHUNK, n - at))) {
+      out.push(to - from);
+      from = to;
+    }
   }
   return out;
 }
@@ -128,7 +130,7 @@ function csvFile(withBad: boolean) {
 }
 
 describe('chunks cut short after a part', () => {
-  it('a CSV import (abort) advances a part at a time through both passes and ends exact', async () => {
+  it('a CSV import (abort) commits a part at a time through both passes and ends exact', async () => {
     const tableId = await newTable();
     const { csv } = csvFile(false);
     const job = await importFile(tableId, csv, 'format=csv');
@@ -140,7 +142,7 @@ describe('chunks cut short after a part', () => {
     for (let i = 0; i < 2_600; i++) {
       expect(got.get(`r${i}`), `r${i}`).toEqual({ title: i % 7 === 0 ? `multi\nline, "quoted"\nrow ${i}` : `row ${i}`, views: i });
     }
-    // Every chunk was cut after its first part, in the validate pass and in the write pass.
+    // Every chunk was cut after each part, in the validate pass and in the write pass.
     expect(await chunkRows(job.id)).toEqual([...PASS, ...PASS]);
   });
 
@@ -172,7 +174,7 @@ describe('chunks cut short after a part', () => {
     expect(await chunkRows(job.id)).toEqual(PASS);
   });
 
-  it('a mixed bulk write advances a part at a time and applies every operation once, in order', async () => {
+  it('a mixed bulk write commits a part at a time and applies every operation once, in order', async () => {
     const tableId = await newTable();
     const operations = [
       ...Array.from({ length: 1_500 }, (_, k) => ({ op: 'insert', identifier: `b${k}`, data: { title: `new ${k}` } })),

@@ -62,7 +62,7 @@ export interface Chunk<C> extends ChunkEnd<C> {
   /**
    * Instead of `write`: the chunk's writes in parts, in order, the last one ending where the chunk
    * does. When the chunk's time runs short after a part, the runner commits the parts written so far
-   * with that part's `end` (see `cutAfter`); the run plans again from there.
+   * with that part's `end` (see `cutAfter`), and the parts left in a chunk of their own.
    */
   parts?: ChunkPart<C>[];
 }
@@ -264,15 +264,15 @@ export class JobRun<C = unknown> {
 /**
  * Drives a run to the end: asks `plan` for the next chunk (reads happen there, outside any
  * transaction), commits it, and repeats until `plan` returns null. Resumes from the run's
- * committed checkpoint, or `initial` on a first run. A chunk with `parts` may be committed short
- * of its end: `plan` is then asked for the checkpoint of the part it ended after, and must read
- * from there (not from where its last plan stopped reading).
+ * committed checkpoint, or `initial` on a first run. A chunk with `parts` cut short commits the
+ * parts left as the next chunk (then maybe cut again): `plan` is always asked from the end of the
+ * chunk it planned last.
  *
  * `ahead`: when it answers yes (asked at each chunk), plan the next chunk while this one commits,
  * from the checkpoint this one will commit, so the process parses and encodes while PostgreSQL
  * writes (the import's write pass spent a third of its time between transactions without it).
  * Only for a `plan` that reads nothing an earlier chunk of the run writes; a plan made for a chunk
- * that then fails to commit, or is cut short, is dropped (awaited first).
+ * that then fails to commit is dropped.
  */
 export async function runChunks<C>(
   run: JobRun<C>,
@@ -281,23 +281,31 @@ export async function runChunks<C>(
   opts: { ahead?: () => boolean } = {},
 ): Promise<C> {
   let cp = run.checkpoint ?? initial;
-  let next = plan(cp);
+  let chunk = await plan(cp);
+  // Planned from the end of the chunk last planned, while that one (or what is left of it) commits.
+  let planned: Promise<Chunk<C> | null> | undefined;
   for (;;) {
-    const chunk = await next;
     if (!chunk) return cp;
-    let planned: Promise<Chunk<C> | null> | undefined;
-    if (opts.ahead?.()) {
+    if (!planned && opts.ahead?.()) {
       planned = plan(chunk.checkpoint);
       // Dropped unread when this chunk's commit fails (its error then is the run's, not news).
       planned.catch(() => {});
     }
     const end = await run.commit(chunk);
     cp = end.checkpoint;
-    if (end !== chunk && planned) {
-      // Cut short: what was planned from the chunk's own end does not follow on.
-      await planned.catch(() => {});
-      planned = undefined;
+    if (end !== chunk) {
+      // Cut short: the parts left are the next chunk, already planned and encoded.
+      chunk = restOf(chunk, end);
+      continue;
     }
-    next = planned ?? plan(cp);
+    chunk = await (planned ?? plan(cp));
+    planned = undefined;
   }
+}
+
+/** The parts of `chunk` after the one that ends at `end`, as a chunk of their own. */
+function restOf<C>(chunk: Chunk<C>, end: ChunkEnd<C>): Chunk<C> {
+  const parts = chunk.parts ?? [];
+  const rest = parts.slice(parts.findIndex((p) => p.end === end) + 1).map((p) => ({ write: p.write, end: { ...p.end, rows: p.end.rows - end.rows } }));
+  return { ...rest[rest.length - 1]!.end, parts: rest };
 }

@@ -352,13 +352,13 @@ describe('chunks in parts', () => {
     expect(sizer.size).toBe(40);
   });
 
-  it('runChunks plans again from where a cut chunk ended, dropping what it planned ahead', async () => {
+  it('runChunks commits the parts left of a cut chunk as the next chunks, and plans on from the chunk\'s own end', async () => {
     const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 100 });
     const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer });
-    const before = (await state()).rows;
     const countsBefore = await countsByN();
     const asked: number[] = [];
-    // The first chunk's later parts are slow (60 ms each): it is cut after its second part.
+    // The first chunk's parts 2–4 take 80 ms each: cut after part 2 (a third would end past 100 ms),
+    // then after part 3 alone, then part 4 alone.
     const final = await runChunks<{ at: number }>(
       run,
       { at: 0 },
@@ -366,16 +366,16 @@ describe('chunks in parts', () => {
         asked.push(cp.at);
         if (cp.at >= 100) return null;
         const n = Math.min(10, (100 - cp.at) / 4);
-        return cp.at === 0 ? partedChunk(cp, 4, n, 1, 60) : partedChunk(cp, 4, n);
+        return cp.at === 0 ? partedChunk(cp, 4, n, 1, 80) : partedChunk(cp, 4, n);
       },
       { ahead: () => true },
     );
     expect(final).toEqual({ at: 100 });
-    // Planned ahead from 40 (the first chunk's own end), then again from 20, where it was cut.
-    expect(asked.slice(0, 3)).toEqual([0, 40, 20]);
-    const s = await state();
-    expect(s.rows - before).toBe(100);
-    // Every value 0..99 written exactly once: nothing of the dropped plan, nothing twice.
+    expect(asked).toEqual([0, 40, 80, 100]);
+    const timeline = await t.database.pool.query<{ rows: number }>('select rows from job_chunks where job_id = $1 order by seq', [job.id]);
+    expect(timeline.rows.map((r) => r.rows)).toEqual([20, 10, 10, 40, 20]);
+    expect((await state()).job).toMatchObject({ checkpoint: { at: 100 }, progress_done: 100 });
+    // Every value 0..99 written exactly once.
     const after = await countsByN();
     for (let n = 0; n < 100; n++) expect((after.get(n) ?? 0) - (countsBefore.get(n) ?? 0), `n = ${n}`).toBe(1);
   });

@@ -73,18 +73,10 @@ export const bulkWriteProcessor: Processor<Payload> = async (ctx) => {
     cp = next;
   }
 
-  let it: AsyncIterator<Line> | undefined;
-  // The byte the lines read so far end at: the checkpoint the next plan is asked for, unless a
-  // chunk was cut short (the runner committed its first parts only); the blob is then read again.
-  let readTo = -1;
+  const it = readLines(blobs.get(payload.blobKey, { start: cp.byte }), cp.byte)[Symbol.asyncIterator]();
   const final = await runChunks<Checkpoint>(run, cp, async (at): Promise<Chunk<Checkpoint> | null> => {
-    if (!it || at.byte !== readTo) {
-      await it?.return?.(undefined);
-      it = readLines(blobs.get(payload.blobKey, { start: at.byte }), at.byte)[Symbol.asyncIterator]();
-    }
     const lines = await take(it, ctx.chunkSize);
     if (lines.length === 0) return null;
-    readTo = lines[lines.length - 1]!.end;
     const ops = lines.map((l, k) => parseOp(l, at.index + k));
     // Statements are built here, before the chunk's transaction begins (see insertRowsStatement).
     const parts: ChunkPart<Checkpoint>[] = [];

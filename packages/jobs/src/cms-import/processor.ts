@@ -135,18 +135,9 @@ async function pass(ctx: ProcessorContext<Payload>, table: CmsTableRow, start: I
   let source: RowSource | undefined;
   // The next chunk's records, read (parsed) while this one is checked and committed.
   let ahead: Promise<Taken> | undefined;
-  // Where the records taken so far end: the checkpoint the next plan is asked for, unless a chunk
-  // was cut short (the runner committed its first parts only); then the file is read again from there.
-  let readTo: Position | undefined;
   try {
     return await runChunks<ImportCheckpoint>(run, start, async (at) => {
       if (at.eof) return null;
-      if (source && (at.at.byte !== readTo?.byte || at.at.line !== readTo.line)) {
-        await ahead?.catch(() => {});
-        source.close();
-        source = undefined;
-        ahead = undefined;
-      }
       // Opened at the first chunk (not before: a finished phase never touches the file again).
       source ??= openSource({
         blobs: ctx.blobs,
@@ -161,7 +152,6 @@ async function pass(ctx: ProcessorContext<Payload>, table: CmsTableRow, start: I
       });
       const taken = await (ahead ?? takeChunk(source, ctx.chunkSize));
       ahead = undefined;
-      readTo = taken.position;
       if (!taken.eof) {
         ahead = takeChunk(source, ctx.chunkSize);
         // Dropped unread when the run stops here (its error, if any, is the source's and not news).
