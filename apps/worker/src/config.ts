@@ -40,6 +40,12 @@ const schema = z
      * read ahead, are in memory at once (20,000 made the 1M import's peak RSS the larger one).
      */
     WORKER_CHUNK_MAX: int(10_000),
+    /**
+     * `shared`: a chunk of a run beside other runs of its process is written in parts, and cut short
+     * after a part when one more would overrun WORKER_CHUNK_BUDGET_MS; a run alone writes each chunk
+     * whole (fewer statements). `always`: every run writes in parts.
+     */
+    WORKER_CHUNK_PARTS: z.enum(['shared', 'always']).default('shared'),
     /** Rows per export page: a page is read outside any transaction, so no chunk budget bounds it. */
     WORKER_EXPORT_PAGE_ROWS: int(20_000),
     /** A run holds a slot at least this long before yielding to another team's waiting job. */
@@ -114,6 +120,7 @@ const schema = z
       chunkBudgetMs: c.WORKER_CHUNK_BUDGET_MS,
       chunkMin: c.WORKER_CHUNK_MIN,
       chunkMax: c.WORKER_CHUNK_MAX,
+      chunkParts: c.WORKER_CHUNK_PARTS,
       exportPageRows: c.WORKER_EXPORT_PAGE_ROWS,
       timeSliceMs: c.WORKER_TIME_SLICE_MS,
       pressurePauseMs: c.WORKER_PRESSURE_PAUSE_MS,

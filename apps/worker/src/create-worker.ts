@@ -251,6 +251,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
               if (level > 0) await new Promise((r) => setTimeout(r, Math.round(config.pressurePauseMs * level)));
             },
             alone: () => slots.inUse <= 1,
+            split: () => config.chunkParts === 'always' || slots.inUse > 1,
           });
           if (out.outcome === 'completed') counters.completed++;
           if (out.outcome === 'handed_back') counters.handedBack++;

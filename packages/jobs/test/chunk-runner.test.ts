@@ -344,6 +344,19 @@ describe('chunks in parts', () => {
     expect(sizer.size).toBeLessThan(20);
   });
 
+  it('a chunk that can also be written whole is written whole unless the run splits, and in parts when it does', async () => {
+    const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 100 });
+    const whole = (cp: { at: number }) => {
+      const parted = partedChunk(cp, 4, 10, 0, 80);
+      return { ...parted, write: rowsChunk(40, cp).write };
+    };
+    let split = false;
+    const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer, split: () => split });
+    expect((await run.commit(whole({ at: 0 }))).checkpoint).toEqual({ at: 40 });
+    split = true;
+    expect((await run.commit(whole({ at: 40 }))).checkpoint).toEqual({ at: 50 });
+  });
+
   it('a budget of 0 (fixed chunk sizes) never cuts a chunk', async () => {
     const sizer = new ChunkSizer({ initial: 40, min: 40, max: 40, targetMs: 0 });
     const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer });

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { z } from 'zod';
 import { createClaimsTable, dropClaimsTable, getCmsTable, type CmsTableRow } from '@platform/db';
 import { partEnds, runChunks, type Chunk, type ChunkPart } from '../chunk-runner';
-import { runCopyIn } from '../cms/copy-in';
+import { runCopyIn, type CopyIn } from '../cms/copy-in';
 import { insertRowsCopy } from '../cms/row-writes';
 import { JobInputError } from '../errors';
 import type { Processor, ProcessorContext } from '../processor';
@@ -269,6 +269,9 @@ async function insertChunk(
   checked: boolean,
 ): Promise<Chunk<ImportCheckpoint>> {
   const parts: ChunkPart<ImportCheckpoint>[] = [];
+  // The same COPY data, for writing the chunk whole: one statement for its rows, one for its claims.
+  const inserts: CopyIn[] = [];
+  const claimsAll: CopyIn[] = [];
   let from = 0;
   let valid = 0;
   let claimed = 0;
@@ -283,13 +286,12 @@ async function insertChunk(
     const problemsEnd = last ? c.problems.length : upTo(c.problems, problems, lastLine);
     const claims = checked ? claimIdentifiersCopy(ctx.jobId, c.claims.slice(claimed, claimsEnd)) : null;
     const insert = !validating && validEnd > valid ? await insertRowsCopy(table, c.valid.slice(valid, validEnd)) : null;
-    const rows = to;
     const checkpoint: ImportCheckpoint = {
       ...at,
       at: last ? position : records[to - 1]!.end,
       header,
       eof: last && eof,
-      rows: at.rows + rows,
+      rows: at.rows + to,
       invalid: at.invalid + invalid,
       problems: withProblems(at.problems, c.problems.slice(0, problemsEnd)),
       inserted: at.inserted + (validating ? 0 : validEnd),
@@ -299,15 +301,12 @@ async function insertChunk(
         checkpoint,
         done: validating ? 0 : checkpoint.rows,
         total: validating ? undefined : (at.total ?? (checkpoint.eof ? checkpoint.rows : undefined)),
-        rows,
+        rows: to,
       },
-      write: async ({ client }) => {
-        const n = insert ? await runCopyIn(client, insert) : 0;
-        if (n !== (insert?.rows ?? 0)) throw new Error(`inserted ${n} of ${insert?.rows} rows`);
-        const k = claims ? await runCopyIn(client, claims) : 0;
-        if (k !== (claims?.rows ?? 0)) throw new Error(`claimed ${k} of ${claims?.rows} identifiers`);
-      },
+      write: ({ client }) => writeCopies(client, insert ? [insert] : [], claims ? [claims] : []),
     });
+    if (insert) inserts.push(insert);
+    if (claims) claimsAll.push(claims);
     from = to;
     valid = validEnd;
     claimed = claimsEnd;
@@ -317,7 +316,18 @@ async function insertChunk(
   const whole = parts[parts.length - 1]!.end;
   // Nothing to write (a validate pass under mode=insert with no valid row): a checkpoint-only chunk.
   const writes = !validating || c.claims.length > 0;
-  return { ...whole, parts: writes ? parts : undefined };
+  if (!writes) return whole;
+  return { ...whole, parts, write: ({ client }) => writeCopies(client, inserts, claimsAll) };
+}
+
+/** Inserts the rows, then their claims; each COPY must store every row it was given. */
+async function writeCopies(client: pg.PoolClient, inserts: CopyIn[], claims: CopyIn[]): Promise<void> {
+  const rows = inserts.reduce((n, c) => n + c.rows, 0);
+  const n = inserts.length > 0 ? await runCopyIn(client, inserts) : 0;
+  if (n !== rows) throw new Error(`inserted ${n} of ${rows} rows`);
+  const claimed = claims.reduce((k, c) => k + c.rows, 0);
+  const k = claims.length > 0 ? await runCopyIn(client, claims) : 0;
+  if (k !== claimed) throw new Error(`claimed ${k} of ${claimed} identifiers`);
 }
 
 /** The index past the last item from `from` on whose line is at most `line` (items in line order). */

@@ -13,10 +13,15 @@ export interface CopyIn {
   rows: number;
 }
 
-/** Runs a prepared COPY on the transaction's connection; returns the rows PostgreSQL stored. */
-export async function runCopyIn(client: pg.PoolClient, copy: CopyIn): Promise<number> {
-  const stream = client.query(copyFrom(copy.sql));
-  await pipeline(Readable.from([copy.data]), stream);
+/**
+ * Runs a prepared COPY on the transaction's connection, or several of one `sql` as one statement;
+ * returns the rows PostgreSQL stored.
+ */
+export async function runCopyIn(client: pg.PoolClient, copy: CopyIn | CopyIn[]): Promise<number> {
+  const copies = Array.isArray(copy) ? copy : [copy];
+  if (copies.length === 0) return 0;
+  const stream = client.query(copyFrom(copies[0]!.sql));
+  await pipeline(Readable.from(copies.map((c) => c.data)), stream);
   return stream.rowCount;
 }
 
