@@ -41,9 +41,10 @@ const schema = z
      */
     WORKER_CHUNK_MAX: int(10_000),
     /**
-     * `shared`: a chunk of a run beside other runs of its process is written in parts, and cut short
-     * after a part when one more would overrun WORKER_CHUNK_BUDGET_MS; a run alone writes each chunk
-     * whole (fewer statements). `always`: every run writes in parts.
+     * `shared`: a chunk of a run beside other runs of its process is written in parts (imports,
+     * bulk writes), and cut short after a part when one more would take it past 75% of
+     * WORKER_CHUNK_BUDGET_MS; a run alone is not cut, and writes an import chunk whole (fewer
+     * statements). `always`: every run's chunks may be cut.
      */
     WORKER_CHUNK_PARTS: z.enum(['shared', 'always']).default('shared'),
     /** Rows per export page: a page is read outside any transaction, so no chunk budget bounds it. */

@@ -46,6 +46,10 @@ beforeAll(async () => {
       WORKER_CHUNK_BUDGET_MS: '1',
       // Each job here runs alone in the worker, which writes whole chunks by default.
       WORKER_CHUNK_PARTS: 'always',
+      // Once in this process: the first job's 14th chunk fails after its first part, before its
+      // commit. It is the third of its write pass (validate pass: 10 chunks, then the chunk that
+      // starts the write pass): parts 3–4 of the pass's first 1,000 rows, left by two cuts.
+      CHUNK_FAULT: 'throw@14',
     }),
     pino({ level: 'warn' }),
   );
@@ -132,11 +136,13 @@ function csvFile(withBad: boolean) {
 }
 
 describe('chunks cut short after a part', () => {
-  it('a CSV import (abort) commits a part at a time through both passes and ends exact', async () => {
+  it('a CSV import (abort) commits a part at a time through both passes, resumes from a part\'s checkpoint after a failed chunk, and ends exact', async () => {
     const tableId = await newTable();
     const { csv } = csvFile(false);
     const job = await importFile(tableId, csv, 'format=csv');
     expect(job.status, JSON.stringify(job.error)).toBe('completed');
+    // The injected failure cost one attempt; the retry resumed where chunk 13 (one part) ended.
+    expect(job.attempts).toBe(1);
     expect(job.result).toEqual({ inserted: 2_600, updated: 0, skippedCount: 0, skipped: [] });
     expect(job.progress).toEqual({ done: 2_600, total: 2_600 });
     const got = await liveRows(tableId);
@@ -144,8 +150,9 @@ describe('chunks cut short after a part', () => {
     for (let i = 0; i < 2_600; i++) {
       expect(got.get(`r${i}`), `r${i}`).toEqual({ title: i % 7 === 0 ? `multi\nline, "quoted"\nrow ${i}` : `row ${i}`, views: i });
     }
-    // Every chunk was cut after each part, in the validate pass and in the write pass.
-    expect(await chunkRows(job.id)).toEqual([...PASS, ...PASS]);
+    // Every chunk was cut after each part. The validate pass; the write pass's first 500 rows in
+    // two chunks, the failed third rolled back, then a new run's chunks from row 500.
+    expect(await chunkRows(job.id)).toEqual([...PASS, ...cutPass(500), ...cutPass(2_100)]);
   });
 
   it('a CSV import (abort) with bad rows around the cuts names exactly those lines and writes nothing', async () => {

@@ -29,8 +29,9 @@ export interface ChunkRunnerOptions extends ChunkTimeouts {
    */
   asyncCommit?: () => boolean;
   /**
-   * Asked at each chunk that has both `write` and `parts`: write it in parts, which may be cut short?
-   * Default: yes. (A part is a statement of its own: a COPY cost ~2.5 ms more split in 8.)
+   * Asked at each chunk with `parts`: may it be cut short after a part? When no, a chunk with
+   * `write` too is written by that (a part is a statement of its own: a COPY cost ~2.5 ms more
+   * split in 8), one without by all its parts. Default: yes.
    */
   split?: () => boolean;
   /** Asked at every chunk boundary: a reason to stop (shutdown, fairness yield, …) or null. */
@@ -67,9 +68,9 @@ export interface Chunk<C> extends ChunkEnd<C> {
   /**
    * The chunk's writes in parts, in order, the last one ending where the chunk does. When the
    * chunk's time runs short after a part, the runner commits the parts written so far with that
-   * part's `end` (see `cutAfter`), and the parts left in a chunk of their own. With `write` too
-   * (the same writes at once, in fewer statements), the runner writes in parts only when its
-   * `split` option says so.
+   * part's `end` (see `cutAfter`), and the parts left in a chunk of their own; only when its
+   * `split` option says so (otherwise it writes `write`, the same writes at once in fewer
+   * statements, or every part). The last part's `end` must be the chunk's own.
    */
   parts?: ChunkPart<C>[];
 }
@@ -151,11 +152,12 @@ export class JobRun<C = unknown> {
           `begin; set local lock_timeout = ${Math.trunc(this.opts.lockTimeoutMs)}; set local statement_timeout = ${Math.trunc(this.opts.statementTimeoutMs)}${async}`,
         );
         const writer = chunk.write || chunk.parts ? { db: drizzle(client, { schema }), client } : undefined;
-        const parts = chunk.parts && (!chunk.write || (this.opts.split?.() ?? true)) ? chunk.parts : [];
+        const split = this.opts.split?.() ?? true;
+        const parts = chunk.parts && (split || !chunk.write) ? chunk.parts : [];
         if (chunk.write && parts.length === 0) await chunk.write(writer!);
         for (let i = 0; i < parts.length; i++) {
           await parts[i]!.write(writer!);
-          if (i < parts.length - 1 && this.cutAfter(i + 1, performance.now() - started)) {
+          if (split && i < parts.length - 1 && this.cutAfter(i + 1, performance.now() - started)) {
             end = parts[i]!.end;
             break;
           }
@@ -318,6 +320,8 @@ export async function runChunks<C>(
 /** The parts of `chunk` after the one that ends at `end`, as a chunk of their own. */
 function restOf<C>(chunk: Chunk<C>, end: ChunkEnd<C>): Chunk<C> {
   const parts = chunk.parts ?? [];
-  const rest = parts.slice(parts.findIndex((p) => p.end === end) + 1).map((p) => ({ write: p.write, end: { ...p.end, rows: p.end.rows - end.rows } }));
+  const at = parts.findIndex((p) => p.end === end);
+  if (at < 0 || at === parts.length - 1) throw new Error('a cut chunk ends at none of its parts but the last');
+  const rest = parts.slice(at + 1).map((p) => ({ write: p.write, end: { ...p.end, rows: p.end.rows - end.rows } }));
   return { ...rest[rest.length - 1]!.end, parts: rest };
 }

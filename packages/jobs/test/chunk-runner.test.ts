@@ -328,34 +328,42 @@ describe('chunks in parts', () => {
   });
 
   it('ends a chunk after the part past which one more would overrun 75% of the budget, committing those parts with their checkpoint', async () => {
-    // Parts of 125 ms against a budget of 400 ms (cut at 300): after one (~125 ms) a second would
-    // end at ~250 ms; after two (~250 ms) a third would end at ~375 ms.
+    // Budget 400 ms (cut at 300): after a quick first part a second would end far below; after a
+    // second of 250 ms, a third would end at ~375 ms.
     const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 400 });
     const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer });
     const before = (await state()).rows;
-    const end = await run.commit(partedChunk({ at: 0 }, 4, 10, 0, 125));
+    const end = await run.commit(partedChunk({ at: 0 }, 4, 10, 1, 250));
     expect(end).toMatchObject({ checkpoint: { at: 20 }, done: 20, rows: 20 });
     const s = await state();
     expect(s.rows - before).toBe(20);
     expect(s.job).toMatchObject({ chunk_seq: 1, checkpoint: { at: 20 }, progress_done: 20 });
     const timeline = await t.database.pool.query('select rows, duration_ms from job_chunks where job_id = $1', [job.id]);
     expect(timeline.rows[0].rows).toBe(20);
-    expect(timeline.rows[0].duration_ms).toBeLessThan(400);
+    expect(timeline.rows[0].duration_ms).toBeLessThan(500);
     // The sizer learnt the rate of what was committed: 20 rows in ~250 ms aims under 40.
     expect(sizer.size).toBeLessThan(40);
   });
 
   it('a chunk that can also be written whole is written whole unless the run splits, and in parts when it does', async () => {
     const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 100 });
-    const whole = (cp: { at: number }) => {
-      const parted = partedChunk(cp, 4, 10, 0, 80);
-      return { ...parted, write: rowsChunk(40, cp).write };
-    };
+    const whole = (cp: { at: number }) => ({ ...partedChunk(cp, 4, 10, 0, 80), write: rowsChunk(40, cp).write });
     let split = false;
     const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer, split: () => split });
+    const before = (await state()).rows;
     expect((await run.commit(whole({ at: 0 }))).checkpoint).toEqual({ at: 40 });
+    expect((await state()).rows - before).toBe(40);
     split = true;
     expect((await run.commit(whole({ at: 40 }))).checkpoint).toEqual({ at: 50 });
+    expect((await state()).rows - before).toBe(50);
+  });
+
+  it('a chunk with parts only, in a run that does not split, writes every part and is not cut', async () => {
+    const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 100 });
+    const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer, split: () => false });
+    const before = (await state()).rows;
+    expect((await run.commit(partedChunk({ at: 0 }, 4, 10, 0, 40))).checkpoint).toEqual({ at: 40 });
+    expect((await state()).rows - before).toBe(40);
   });
 
   it('a budget of 0 (fixed chunk sizes) never cuts a chunk', async () => {
@@ -367,12 +375,12 @@ describe('chunks in parts', () => {
   });
 
   it('runChunks commits the parts left of a cut chunk as the next chunks, and plans on from the chunk\'s own end', async () => {
-    const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 100 });
+    const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 1_000 });
     const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer });
     const countsBefore = await countsByN();
     const asked: number[] = [];
-    // The first chunk's parts 2–4 take 80 ms each: cut after part 2 (a third would end past 100 ms),
-    // then after part 3 alone, then part 4 alone.
+    // Budget 1 s (cut at 750 ms). The first chunk's parts 2–4 take 600 ms each: cut after part 2
+    // (a third would end at ~900 ms), then after part 3 alone, then part 4 alone.
     const final = await runChunks<{ at: number }>(
       run,
       { at: 0 },
@@ -380,7 +388,7 @@ describe('chunks in parts', () => {
         asked.push(cp.at);
         if (cp.at >= 100) return null;
         const n = Math.min(10, (100 - cp.at) / 4);
-        return cp.at === 0 ? partedChunk(cp, 4, n, 1, 80) : partedChunk(cp, 4, n);
+        return cp.at === 0 ? partedChunk(cp, 4, n, 1, 600) : partedChunk(cp, 4, n);
       },
       { ahead: () => true },
     );

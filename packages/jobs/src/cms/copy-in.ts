@@ -20,6 +20,7 @@ export interface CopyIn {
 export async function runCopyIn(client: pg.PoolClient, copy: CopyIn | CopyIn[]): Promise<number> {
   const copies = Array.isArray(copy) ? copy : [copy];
   if (copies.length === 0) return 0;
+  if (copies.some((c) => c.sql !== copies[0]!.sql)) throw new Error('runCopyIn: the COPYs run as one must have one statement');
   const stream = client.query(copyFrom(copies[0]!.sql));
   await pipeline(Readable.from(copies.map((c) => c.data)), stream);
   return stream.rowCount;
