@@ -41,12 +41,12 @@ const schema = z
      */
     WORKER_CHUNK_MAX: int(10_000),
     /**
-     * `shared`: a chunk of a run beside other runs of its process is written in parts (imports,
-     * bulk writes), and cut short after a part when one more would take it past 75% of
-     * WORKER_CHUNK_BUDGET_MS; a run alone is not cut, and writes an import chunk whole (fewer
-     * statements). `always`: every run's chunks may be cut.
+     * `always`: import and bulk-write chunks are written in parts, and a chunk is cut short after
+     * a part when one more would take it past 75% of WORKER_CHUNK_BUDGET_MS (the parts left commit
+     * as the next chunk). `shared`: only for a run beside other runs of its process; a run alone
+     * writes whole chunks, uncut (fewer statements: a faster lone import, a longer tail).
      */
-    WORKER_CHUNK_PARTS: z.enum(['shared', 'always']).default('shared'),
+    WORKER_CHUNK_PARTS: z.enum(['always', 'shared']).default('always'),
     /** Rows per export page: a page is read outside any transaction, so no chunk budget bounds it. */
     WORKER_EXPORT_PAGE_ROWS: int(20_000),
     /** A run holds a slot at least this long before yielding to another team's waiting job. */

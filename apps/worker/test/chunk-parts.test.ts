@@ -44,8 +44,6 @@ beforeAll(async () => {
       WORKER_CHUNK_MIN: String(CHUNK),
       WORKER_CHUNK_MAX: String(CHUNK),
       WORKER_CHUNK_BUDGET_MS: '1',
-      // Each job here runs alone in the worker, which writes whole chunks by default.
-      WORKER_CHUNK_PARTS: 'always',
       // Once in this process: the first job's 14th chunk fails after its first part, before its
       // commit. It is the third of its write pass (validate pass: 10 chunks, then the chunk that
       // starts the write pass): parts 3–4 of the pass's first 1,000 rows, left by two cuts.

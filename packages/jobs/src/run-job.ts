@@ -57,7 +57,7 @@ export interface RunHooks {
   pace?: () => Promise<void>;
   /** Whether this is the only run of its process now (default: yes). */
   alone?: () => boolean;
-  /** Write chunks in parts that may be cut short (`Chunk.parts`)? Default: when not alone. */
+  /** Write chunks in parts that may be cut short (`Chunk.parts`)? Default: yes. */
   split?: () => boolean;
 }
 
@@ -134,10 +134,8 @@ export async function runBullJob(
     // the WAL of several chunk writers pile up and chunks stall on it (bench worker-connections:
     // longest chunk 258–583 ms in five runs, 231–262 ms with synchronous commits).
     asyncCommit: () => hooks.alone?.() ?? true,
-    // Beside other runs a chunk may meet company mid-flight and slow 2–4×: written in parts, it can
-    // be cut short. Alone, one statement for the whole chunk (a 1M import's write pass: 24 s whole,
-    // 30 s in four parts).
-    split: hooks.split ?? (() => !(hooks.alone?.() ?? true)),
+    // A chunk may meet company mid-flight and slow 2–4×: written in parts, it can be cut short.
+    split: hooks.split ?? (() => true),
     shouldStop: () =>
       deps.chunk.shouldStop?.() ?? (Date.now() - startedAt > maxRunTimeMs ? 'timeout' : null) ?? hooks.shouldStop?.() ?? null,
   });

@@ -345,17 +345,30 @@ describe('chunks in parts', () => {
     expect(sizer.size).toBeLessThan(40);
   });
 
-  it('a chunk that can also be written whole is written whole unless the run splits, and in parts when it does', async () => {
+  it('a chunk that can also be written whole is written in parts when the run splits, and whole when it does not', async () => {
     const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 100 });
     const whole = (cp: { at: number }) => ({ ...partedChunk(cp, 4, 10, 0, 80), write: rowsChunk(40, cp).write });
-    let split = false;
+    let split = true;
     const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer, split: () => split });
     const before = (await state()).rows;
-    expect((await run.commit(whole({ at: 0 }))).checkpoint).toEqual({ at: 40 });
-    expect((await state()).rows - before).toBe(40);
-    split = true;
-    expect((await run.commit(whole({ at: 40 }))).checkpoint).toEqual({ at: 50 });
+    // Nothing measured yet: split, and cut after the first part (80 ms against a cut at 75).
+    expect((await run.commit(whole({ at: 0 }))).checkpoint).toEqual({ at: 10 });
+    expect((await state()).rows - before).toBe(10);
+    split = false;
+    expect((await run.commit(whole({ at: 10 }))).checkpoint).toEqual({ at: 50 });
     expect((await state()).rows - before).toBe(50);
+  });
+
+  it('a chunk expected to take under 30% of the budget at the last chunk\'s rate is written whole, not cut', async () => {
+    const sizer = new ChunkSizer({ initial: 40, min: 10, max: 100, targetMs: 1_000 });
+    const run = new JobRun<{ at: number }>(t.database, await claim(), { ...timeouts, sizer });
+    const before = (await state()).rows;
+    // A quick chunk sets the rate: 40 rows in a few ms.
+    await run.commit(rowsChunk(40, { at: 0 }));
+    expect(sizer.expectedMs(40)).toBeLessThan(300);
+    // Then 40 rows in parts of 400 ms: expected quick, so not split (split, it would be cut after one).
+    expect((await run.commit(partedChunk({ at: 40 }, 4, 10, 0, 400))).checkpoint).toEqual({ at: 80 });
+    expect((await state()).rows - before).toBe(80);
   });
 
   it('a chunk with parts only, in a run that does not split, writes every part and is not cut', async () => {

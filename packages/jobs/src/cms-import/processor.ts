@@ -177,7 +177,7 @@ interface Taken {
  * in one go kept the loop busy for tens of milliseconds, and a chunk transaction of this process
  * (this run's, or another's) waited that long for its answers, holding its locks.
  */
-const PARSE_SLICE = 200;
+const PARSE_SLICE = 100;
 
 async function takeChunk(source: RowSource, maxRows: number): Promise<Taken> {
   const records: SourceRecord[] = [];

@@ -25,7 +25,7 @@ export async function insertRows(
 }
 
 /** Rows encoded between two turns of the event loop while a statement is built. */
-const ENCODE_SLICE = 1_000;
+const ENCODE_SLICE = 250;
 
 /**
  * The statement `insertRows` runs, with every parameter already text: the rows' data as one JSON
