@@ -204,4 +204,34 @@ describe('chunks cut short after a part', () => {
     expect(got.get('b1300')).toEqual({ title: 'new 1300' });
     expect(await chunkRows(job.id)).toEqual(cutPass(operations.length));
   });
+
+  it('a publish commits an id range at a time and makes every row live once', async () => {
+    const project = (await api.inject({ method: 'POST', url: '/v1/projects', headers: bearer(token), payload: { name: 'published' } })).json().id;
+    const rev = await api.inject({ method: 'POST', url: `/v1/projects/${project}/revisions`, headers: bearer(token), payload: { data: { pages: 1 } } });
+    expect(rev.statusCode, rev.body).toBe(201);
+    const table = await api.inject({
+      method: 'POST',
+      url: `/v1/projects/${project}/cms-tables`,
+      headers: bearer(token),
+      payload: { name: 'live', fields: [{ name: 'title', type: 'text', required: true }] },
+    });
+    const tableId = table.json().id as string;
+    const operations = Array.from({ length: 2_600 }, (_, k) => ({ op: 'insert', identifier: `p${k}`, data: { title: `draft ${k}` } }));
+    const write = await api.inject({ method: 'POST', url: `/v1/cms-tables/${tableId}/bulk-writes`, headers: bearer(token), payload: { operations } });
+    expect((await finished(write.json().id)).status).toBe('completed');
+
+    const res = await api.inject({ method: 'POST', url: `/v1/projects/${project}/publishes`, headers: bearer(token), payload: {} });
+    expect(res.statusCode, res.body).toBe(202);
+    const job = await finished(res.json().id);
+    expect(job.status, JSON.stringify(job.error)).toBe('completed');
+    expect(job.result).toMatchObject({ version: 1, publishedRows: 2_600 });
+    expect(job.progress).toEqual({ done: 2_600, total: 2_600 });
+    const r = await t.database.pool.query<{ live: number; same: number }>(
+      `select count(*) filter (where data is not null)::int as live, count(*) filter (where data = draft_data)::int as same from cms_rows where table_id = $1`,
+      [tableId],
+    );
+    expect(r.rows[0]).toEqual({ live: 2_600, same: 2_600 });
+    // Batches of 1,000 rows in ranges of 250, each committed on its own; the last batch holds 600.
+    expect(await chunkRows(job.id)).toEqual([...Array<number>(10).fill(250), 100]);
+  });
 });

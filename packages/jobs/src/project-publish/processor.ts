@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { uuidv7 } from '@platform/db';
-import { runChunks, type Chunk, type JobRun } from '../chunk-runner';
+import type { PoolClient } from 'pg';
+import { partEnds, runChunks, type Chunk, type ChunkPart, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
 import type { Processor, ProcessorContext } from '../processor';
 import type { publishPayload } from './definition';
@@ -36,7 +37,8 @@ export interface PublishCheckpoint {
  * version and the checkpoint naming it commit together), then makes every row of the project's
  * tables live, table by table, in keyset batches of `chunkSize` rows by id. Each batch is one
  * chunk transaction that updates the rows whose live data changes and advances the checkpoint,
- * counts included, so a resumed run neither redoes nor double-counts a batch.
+ * counts included, so a resumed run neither redoes nor double-counts a batch; it is written in up
+ * to 4 id ranges (`Chunk.parts`), and cut short after one when its time runs short.
  */
 export const publishProcessor: Processor<Payload> = async (ctx) => {
   const { payload, run, database, teamId } = ctx;
@@ -47,43 +49,52 @@ export const publishProcessor: Processor<Payload> = async (ctx) => {
     let { tableIndex, lastId } = at;
     while (tableIndex < payload.tableIds.length) {
       const tableId = payload.tableIds[tableIndex]!;
-      const batch = await readBatch(pool, tableId, teamId, lastId, ctx.chunkSize);
-      if (batch.rows === 0) {
+      const limit = ctx.chunkSize;
+      const batches = await readBatch(pool, tableId, teamId, lastId, partEnds(limit));
+      const rows = batches.reduce((n, b) => n + b.rows, 0);
+      if (rows === 0) {
         tableIndex++;
         lastId = null;
         continue;
       }
       // A short batch is the table's last (jobs writing these tables wait for this one to end).
-      const tableDone = batch.rows < ctx.chunkSize;
-      const from = lastId;
-      const to = batch.lastId!;
-      const done = at.done + batch.rows;
-      return {
-        checkpoint: {
-          ...at,
-          tableIndex: tableDone ? tableIndex + 1 : tableIndex,
-          lastId: tableDone ? null : to,
-          published: at.published + batch.changes,
-          done,
-        },
-        done,
-        total: Math.max(at.total, done),
-        rows: batch.rows,
-        write: async ({ client }) => {
-          const changed = await publishRange(client, tableId, teamId, from, to);
-          if (changed !== batch.changes) {
-            // The count committed with the checkpoint must be what was written: roll back, plan again.
-            throw new Error(
-              `table ${tableId}: ${changed} row(s) changed where ${batch.changes} were planned; the rows changed during the publish`,
-            );
-          }
-        },
-      };
+      const tableDone = rows < limit;
+      // One part per range of the batch: its rows made live, and where the publish then is.
+      const parts: ChunkPart<PublishCheckpoint>[] = [];
+      let from = lastId;
+      let cp = at;
+      for (const [k, b] of batches.entries()) {
+        const last = k === batches.length - 1;
+        const range = { from, to: b.lastId!, changes: b.changes };
+        cp = {
+          ...cp,
+          tableIndex: last && tableDone ? tableIndex + 1 : tableIndex,
+          lastId: last && tableDone ? null : range.to,
+          published: cp.published + b.changes,
+          done: cp.done + b.rows,
+        };
+        parts.push({
+          end: { checkpoint: cp, done: cp.done, total: Math.max(at.total, cp.done), rows: cp.done - at.done },
+          write: ({ client }) => publish(client, tableId, teamId, range),
+        });
+        from = range.to;
+      }
+      const whole = { from: lastId, to: batches[batches.length - 1]!.lastId!, changes: cp.published - at.published };
+      return { ...parts[parts.length - 1]!.end, parts, write: ({ client }) => publish(client, tableId, teamId, whole) };
     }
     return null;
   });
   return { versionId: final.versionId, version: final.version, publishedRows: final.published };
 };
+
+/** Makes one id range live; the count committed with the checkpoint must be what was written. */
+async function publish(client: PoolClient, tableId: string, teamId: string, r: { from: string | null; to: string; changes: number }): Promise<void> {
+  const changed = await publishRange(client, tableId, teamId, r.from, r.to);
+  if (changed !== r.changes) {
+    // Roll back, plan again.
+    throw new Error(`table ${tableId}: ${changed} row(s) changed where ${r.changes} were planned; the rows changed during the publish`);
+  }
+}
 
 /**
  * Chunk 1: the version. A run that finds no checkpoint may still find a version made by this job

@@ -74,23 +74,31 @@ export interface Batch {
 
 const after = (lastId: string | null, n: number) => (lastId === null ? '' : `and id > $${n}::uuid`);
 
-/** The next keyset batch of a table (read outside the write transaction): its end and its changes. */
-export async function readBatch(db: Sql, tableId: string, teamId: string, lastId: string | null, limit: number): Promise<Batch> {
-  const params: unknown[] = [tableId, teamId, limit];
+/**
+ * The next keyset batch of a table (read outside the write transaction), in parts: for each part
+ * its rows, its changes and its highest id. `ends` are the parts' ends within the batch (1-based
+ * row numbers, ascending, the last the limit); a short batch has fewer parts. Empty: no parts.
+ */
+export async function readBatch(db: Sql, tableId: string, teamId: string, lastId: string | null, ends: readonly number[]): Promise<Batch[]> {
+  const limit = ends[ends.length - 1]!;
+  // width_bucket against each later part's first row number: 0 for the first part, 1 for the next…
+  const params: unknown[] = [tableId, teamId, limit, ends.slice(0, -1).map((e) => e + 1)];
   if (lastId !== null) params.push(lastId);
-  const r = await db.query<{ rows: number; changes: number; last_id: string | null }>(
+  const r = await db.query<{ rows: number; changes: number; last_id: string }>(
     `select count(*)::int as rows,
             count(*) filter (where data is distinct from live)::int as changes,
             (array_agg(id order by id desc))[1] as last_id
      from (
-       select id, data, ${LIVE} as live from cms_rows
-       where table_id = $1 and team_id = $2 ${after(lastId, 4)} and ${CONCERNED}
-       order by id limit $3
-     ) b`,
+       select id, data, ${LIVE} as live, row_number() over (order by id) as n from (
+         select id, data, draft_data, deleted_at from cms_rows
+         where table_id = $1 and team_id = $2 ${after(lastId, 5)} and ${CONCERNED}
+         order by id limit $3
+       ) l
+     ) b
+     group by width_bucket(b.n, $4::bigint[]) order by width_bucket(b.n, $4::bigint[])`,
     params,
   );
-  const row = r.rows[0]!;
-  return { rows: row.rows, changes: row.changes, lastId: row.last_id };
+  return r.rows.map((row) => ({ rows: row.rows, changes: row.changes, lastId: row.last_id }));
 }
 
 /**
