@@ -15,6 +15,15 @@ let b: Workspace & { rowId: string; revisionId: string; jobs: Record<'import' | 
 const fleet = new Fleet(() => ({ ...t.env, WORKER_PORT: '0', LOG_LEVEL: 'warn' }));
 const B_MARK = 'B-SECRET-ROW';
 
+/**
+ * `text` holds `needle` as a value of its own (a CSV cell, a JSON string), not inside a longer
+ * word: A's row ids are UUIDs, and one like `…-aa0b-2f31…` holds "b-2".
+ */
+function holdsToken(text: string, needle: string): boolean {
+  const escaped = needle.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`(?<![0-9A-Za-z-])${escaped}(?![0-9A-Za-z-])`).test(text);
+}
+
 beforeAll(async () => {
   t = await createTestEnv();
   api = await startApi(t.env);
@@ -144,7 +153,7 @@ describe('tenant isolation matrix', () => {
       const file = await api.call('GET', `/v1/jobs/${job.id}/download`, { token: a.token });
       expect(file.status).toBe(200);
       if (!body.published) rowsSeen += file.body.split('\n').filter((l) => l.includes('A row')).length;
-      for (const needle of [B_MARK, 'b-1', 'b-2', 'b-3', b.rowId]) if (file.body.includes(needle)) found.push(`${JSON.stringify(body)}: ${needle}`);
+      for (const needle of [B_MARK, 'b-1', 'b-2', 'b-3', b.rowId]) if (holdsToken(file.body, needle)) found.push(`${JSON.stringify(body)}: ${needle}`);
     }
     const list = await api.call('GET', '/v1/jobs?limit=500', { token: a.token });
     const foreign = list.json().jobs.filter((j: { id: string }) => Object.values(b.jobs).includes(j.id)).length;
