@@ -75,6 +75,11 @@ export interface Chunk<C> extends ChunkEnd<C> {
   parts?: ChunkPart<C>[];
 }
 
+/** A chunk written in `parts` (and whole by `write`, when given): it ends where its last part does. */
+export function chunkOfParts<C>(parts: ChunkPart<C>[], write?: Chunk<C>['write']): Chunk<C> {
+  return { ...parts[parts.length - 1]!.end, parts, write };
+}
+
 /** A chunk is written in at most this many parts, */
 const MAX_PARTS = 4;
 /** of at least this many rows each (a part costs a statement, a round trip). */
@@ -336,6 +341,5 @@ function restOf<C>(chunk: Chunk<C>, end: ChunkEnd<C>): Chunk<C> {
   const parts = chunk.parts ?? [];
   const at = parts.findIndex((p) => p.end === end);
   if (at < 0 || at === parts.length - 1) throw new Error('a cut chunk ends at none of its parts but the last');
-  const rest = parts.slice(at + 1).map((p) => ({ write: p.write, end: { ...p.end, rows: p.end.rows - end.rows } }));
-  return { ...rest[rest.length - 1]!.end, parts: rest };
+  return chunkOfParts(parts.slice(at + 1).map((p) => ({ write: p.write, end: { ...p.end, rows: p.end.rows - end.rows } })));
 }

@@ -134,8 +134,8 @@ export async function runBullJob(
     // the WAL of several chunk writers pile up and chunks stall on it (bench worker-connections:
     // longest chunk 258–583 ms in five runs, 231–262 ms with synchronous commits).
     asyncCommit: () => hooks.alone?.() ?? true,
-    // A chunk may meet company mid-flight and slow 2–4×: written in parts, it can be cut short.
-    split: hooks.split ?? (() => true),
+    // Whether chunks may be cut short after a part (the runner's default: yes).
+    split: hooks.split,
     shouldStop: () =>
       deps.chunk.shouldStop?.() ?? (Date.now() - startedAt > maxRunTimeMs ? 'timeout' : null) ?? hooks.shouldStop?.() ?? null,
   });

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { getCmsTable } from '@platform/db';
-import { partEnds, runChunks, type Chunk, type ChunkPart } from '../chunk-runner';
+import { chunkOfParts, partEnds, runChunks, type Chunk, type ChunkPart } from '../chunk-runner';
 import { deleteRowsStatement, insertRowsStatement, updateRowsStatement } from '../cms/row-writes';
 import { validateRowData } from '../cms/row-data';
 import { JobInputError } from '../errors';
@@ -97,7 +97,7 @@ export const bulkWriteProcessor: Processor<Payload> = async (ctx) => {
       });
       from = to;
     }
-    return { ...parts[parts.length - 1]!.end, parts };
+    return chunkOfParts(parts);
   });
   return { inserted: final.inserted, updated: final.updated, deleted: final.deleted };
 };

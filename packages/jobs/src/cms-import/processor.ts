@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { z } from 'zod';
 import { createClaimsTable, dropClaimsTable, getCmsTable, type CmsTableRow } from '@platform/db';
-import { partEnds, runChunks, type Chunk, type ChunkPart } from '../chunk-runner';
+import { chunkOfParts, partEnds, runChunks, type Chunk, type ChunkPart } from '../chunk-runner';
 import { runCopyIn, type CopyIn } from '../cms/copy-in';
 import { insertRowsCopy } from '../cms/row-writes';
 import { JobInputError } from '../errors';
@@ -312,21 +312,19 @@ async function insertChunk(
     claimed = claimsEnd;
     problems = problemsEnd;
   }
-  // partEnds gives at least one part (an empty one for no records).
-  const whole = parts[parts.length - 1]!.end;
-  // Nothing to write (a validate pass under mode=insert with no valid row): a checkpoint-only chunk.
-  const writes = !validating || c.claims.length > 0;
-  if (!writes) return whole;
-  return { ...whole, parts, write: ({ client }) => writeCopies(client, inserts, claimsAll) };
+  // Nothing to write (a validate pass under mode=insert with no valid row): a checkpoint-only chunk
+  // (partEnds gives at least one part, an empty one for no records).
+  if (validating && c.claims.length === 0) return parts[parts.length - 1]!.end;
+  return chunkOfParts(parts, ({ client }) => writeCopies(client, inserts, claimsAll));
 }
 
 /** Inserts the rows, then their claims; each COPY must store every row it was given. */
 async function writeCopies(client: pg.PoolClient, inserts: CopyIn[], claims: CopyIn[]): Promise<void> {
   const rows = inserts.reduce((n, c) => n + c.rows, 0);
-  const n = inserts.length > 0 ? await runCopyIn(client, inserts) : 0;
+  const n = await runCopyIn(client, inserts);
   if (n !== rows) throw new Error(`inserted ${n} of ${rows} rows`);
   const claimed = claims.reduce((k, c) => k + c.rows, 0);
-  const k = claims.length > 0 ? await runCopyIn(client, claims) : 0;
+  const k = await runCopyIn(client, claims);
   if (k !== claimed) throw new Error(`claimed ${k} of ${claimed} identifiers`);
 }
 

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { uuidv7 } from '@platform/db';
 import type { PoolClient } from 'pg';
-import { partEnds, runChunks, type Chunk, type ChunkPart, type JobRun } from '../chunk-runner';
+import { chunkOfParts, partEnds, runChunks, type Chunk, type ChunkPart, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
 import type { Processor, ProcessorContext } from '../processor';
 import type { publishPayload } from './definition';
@@ -80,7 +80,7 @@ export const publishProcessor: Processor<Payload> = async (ctx) => {
         from = range.to;
       }
       const whole = { from: lastId, to: batches[batches.length - 1]!.lastId!, changes: cp.published - at.published };
-      return { ...parts[parts.length - 1]!.end, parts, write: ({ client }) => publish(client, tableId, teamId, whole) };
+      return chunkOfParts(parts, ({ client }) => publish(client, tableId, teamId, whole));
     }
     return null;
   });
