@@ -4,7 +4,8 @@ import pino from 'pino';
 import { partEnds } from '@platform/jobs/processors';
 import { loadConfig } from '../src/config';
 import { startWorker, type WorkerRuntime } from '../src/create-worker';
-import { ADMIN_TOKEN, bearer, buildTestApi, createTestEnv, waitFor, type TestEnv } from '../../../test/helpers';
+import { bearer, buildTestApi, createTestEnv, waitFor, type TestEnv } from '../../../test/helpers';
+import { createProject, createTable, createTeam, POST_FIELDS } from '../../api/test/support';
 
 /**
  * Chunks cut short: a chunk is written in parts, and when its time runs short after a part the
@@ -51,8 +52,8 @@ beforeAll(async () => {
     }),
     pino({ level: 'warn' }),
   );
-  token = (await api.inject({ method: 'POST', url: '/v1/admin/teams', headers: bearer(ADMIN_TOKEN), payload: { name: 'cutters' } })).json().token;
-  projectId = (await api.inject({ method: 'POST', url: '/v1/projects', headers: bearer(token), payload: { name: 'p' } })).json().id;
+  token = (await createTeam(api, 'cutters')).token;
+  projectId = await createProject(api, token, 'p');
 });
 
 afterAll(async () => {
@@ -61,16 +62,7 @@ afterAll(async () => {
   await t?.cleanup();
 });
 
-async function newTable(): Promise<string> {
-  const r = await api.inject({
-    method: 'POST',
-    url: `/v1/projects/${projectId}/cms-tables`,
-    headers: bearer(token),
-    payload: { name: `t-${Math.random().toString(36).slice(2, 8)}`, fields: [{ name: 'title', type: 'text', required: true }, { name: 'views', type: 'number' }] },
-  });
-  expect(r.statusCode, r.body).toBe(201);
-  return r.json().id;
-}
+const newTable = () => createTable(api, token, projectId, POST_FIELDS, `t-${Math.random().toString(36).slice(2, 8)}`);
 
 async function finished(jobId: string) {
   return waitFor(
@@ -206,16 +198,10 @@ describe('chunks cut short after a part', () => {
   });
 
   it('a publish commits an id range at a time and makes every row live once', async () => {
-    const project = (await api.inject({ method: 'POST', url: '/v1/projects', headers: bearer(token), payload: { name: 'published' } })).json().id;
+    const project = await createProject(api, token, 'published');
     const rev = await api.inject({ method: 'POST', url: `/v1/projects/${project}/revisions`, headers: bearer(token), payload: { data: { pages: 1 } } });
     expect(rev.statusCode, rev.body).toBe(201);
-    const table = await api.inject({
-      method: 'POST',
-      url: `/v1/projects/${project}/cms-tables`,
-      headers: bearer(token),
-      payload: { name: 'live', fields: [{ name: 'title', type: 'text', required: true }] },
-    });
-    const tableId = table.json().id as string;
+    const tableId = await createTable(api, token, project, [{ name: 'title', type: 'text', required: true }], 'live');
     const operations = Array.from({ length: 2_600 }, (_, k) => ({ op: 'insert', identifier: `p${k}`, data: { title: `draft ${k}` } }));
     const write = await api.inject({ method: 'POST', url: `/v1/cms-tables/${tableId}/bulk-writes`, headers: bearer(token), payload: { operations } });
     expect((await finished(write.json().id)).status).toBe('completed');
