@@ -102,6 +102,12 @@ const SPLIT_FROM = 0.3;
 
 let faultFired = false;
 
+/** SQLSTATE of `1 / count(*)` over no rows: the checkpoint's guard matched nothing (`checkpointSql`). */
+const DIVISION_BY_ZERO = '22012';
+
+/** The run's lease or chunk sequence is no longer the job's (rolled back; told apart after). */
+class NotCurrent extends Error {}
+
 /**
  * One run of a job, holding the lease it was claimed with. Every chunk is one short transaction:
  * `SET LOCAL` timeouts, the chunk's writes, then the checkpoint advanced in the same transaction,
@@ -116,6 +122,8 @@ export class JobRun<C = unknown> {
   checkpoint: C | null;
   /** Longest chunk transaction of this run, in ms (for logs and benchmarks). */
   longestChunkMs = 0;
+  /** The run's last committed chunk and its whole time, not yet in its timeline row. */
+  private unsettled?: { seq: number; ms: number };
 
   constructor(
     private readonly database: Database,
@@ -171,37 +179,12 @@ export class JobRun<C = unknown> {
         }
         this.maybeFault();
         const seq = this.chunkSeq + 1;
-        // The guarded checkpoint and the chunk's timeline row, in one statement: no row comes
-        // back when the lease or the chunk sequence moved on (a stale run).
-        const guarded = await client.query<{ cancel_requested_at: Date | null }>(
-          `with cp as (
-             update jobs set checkpoint = $1::jsonb, chunk_seq = $2, progress_done = $3,
-               progress_total = case when $4::boolean then $5::bigint else progress_total end, updated_at = now()
-             where id = $6 and lease = $7 and chunk_seq = $8 and status = 'active'
-             returning cancel_requested_at
-           ), timeline as (
-             insert into job_chunks (job_id, seq, lease, rows, duration_ms) select $6, $2, $7, $9, $10 from cp
-           )
-           select cancel_requested_at from cp`,
-          [
-            JSON.stringify(end.checkpoint),
-            seq,
-            end.done,
-            end.total !== undefined,
-            end.total ?? null,
-            this.jobId,
-            this.lease,
-            this.chunkSeq,
-            end.rows,
-            Math.round(performance.now() - started),
-          ],
-        );
-        if (guarded.rows.length === 0) {
-          await this.throwIfCheckpointLost(client);
-          throw new FencedError(`job ${this.jobId}: lease ${this.lease} / chunk ${this.chunkSeq} is no longer current`);
-        }
-        cancelRequested = guarded.rows[0]!.cancel_requested_at !== null;
-        await client.query('commit');
+        // The guarded checkpoint, the chunk's timeline row and the COMMIT in one round trip: on a
+        // busy machine each round trip of a chunk waits for a core with the transaction open.
+        const results = (await client.query(this.checkpointSql(client, end, seq, performance.now() - started)).catch((err: unknown) => {
+          throw (err as { code?: string }).code === DIVISION_BY_ZERO ? new NotCurrent() : err;
+        })) as unknown as pg.QueryResult<{ cancel_requested_at: Date | null }>[];
+        cancelRequested = results[0]!.rows[0]!.cancel_requested_at !== null;
         this.chunkSeq = seq;
         this.checkpoint = end.checkpoint;
       } catch (err) {
@@ -216,6 +199,10 @@ export class JobRun<C = unknown> {
       release?.();
       release = undefined;
       // Asked after the connection is back in the pool: a pool of one must not wait on itself.
+      if (err instanceof NotCurrent) {
+        await this.throwIfCheckpointLost();
+        throw new FencedError(`job ${this.jobId}: lease ${this.lease} / chunk ${this.chunkSeq} is no longer current`);
+      }
       if (!(err instanceof FencedError) && !(err instanceof CheckpointLostError) && !(err instanceof InjectedFault) && (await this.isStale())) {
         // A write failed because another run moved on (it wrote the same rows): report the fencing.
         throw new FencedError(`job ${this.jobId}: lease ${this.lease} is no longer current`, { cause: err });
@@ -226,9 +213,59 @@ export class JobRun<C = unknown> {
     }
     const took = performance.now() - started;
     this.longestChunkMs = Math.max(this.longestChunkMs, took);
+    this.unsettled = { seq: this.chunkSeq, ms: Math.round(took) };
     if (chunk.write || chunk.parts) this.opts.sizer?.observe(end.rows, took);
     this.boundary(cancelRequested);
     return end;
+  }
+
+  /**
+   * The statements that end a chunk, as one simple query (its values are literals): the checkpoint
+   * advanced under the guard of the lease and chunk sequence the run holds, the chunk's row in the
+   * timeline, the previous chunk's time settled, then COMMIT. When the guard matches no row (a stale
+   * run), `1 / count(*)` divides by zero: the error aborts the transaction before its COMMIT.
+   *
+   * A timeline row's `duration_ms` is first the time from BEGIN to this statement; the chunk's
+   * whole transaction, through its COMMIT, is only known after it, so the next chunk's statement
+   * (or `settleTimeline` at the end of the run) writes that in its place.
+   */
+  private checkpointSql(client: pg.PoolClient, end: ChunkEnd<C>, seq: number, elapsedMs: number): string {
+    const int = (n: number) => {
+      if (!Number.isSafeInteger(Math.trunc(n))) throw new Error(`not an integer: ${n}`);
+      return String(Math.trunc(n));
+    };
+    const id = client.escapeLiteral(this.jobId);
+    const total = end.total === undefined ? 'progress_total' : end.total === null ? 'null' : int(end.total);
+    const prev = this.unsettled;
+    return `with cp as (
+         update jobs set checkpoint = ${client.escapeLiteral(JSON.stringify(end.checkpoint))}::jsonb, chunk_seq = ${int(seq)},
+           progress_done = ${int(end.done)}, progress_total = ${total}, updated_at = now()
+         where id = ${id} and lease = ${int(this.lease)} and chunk_seq = ${int(this.chunkSeq)} and status = 'active'
+         returning cancel_requested_at
+       ), timeline as (
+         insert into job_chunks (job_id, seq, lease, rows, duration_ms) select ${id}, ${int(seq)}, ${int(this.lease)}, ${int(end.rows)}, ${int(Math.round(elapsedMs))} from cp
+       )${
+         prev
+           ? `, settled as (
+         update job_chunks set duration_ms = ${int(prev.ms)} where job_id = ${id} and seq = ${int(prev.seq)} and exists (select 1 from cp)
+       )`
+           : ''
+       }
+       select max(cancel_requested_at) as cancel_requested_at, 1 / count(*) as current from cp;
+       commit`;
+  }
+
+  /**
+   * Writes the time of the run's last committed chunk, through its COMMIT, into its timeline row
+   * (see `checkpointSql`). Call once the run ends; the timeline only, so a failure is ignored.
+   */
+  async settleTimeline(): Promise<void> {
+    const prev = this.unsettled;
+    if (!prev) return;
+    this.unsettled = undefined;
+    await this.database.pool
+      .query('update job_chunks set duration_ms = $1 where job_id = $2 and seq = $3', [prev.ms, this.jobId, prev.seq])
+      .catch(() => {});
   }
 
   /**

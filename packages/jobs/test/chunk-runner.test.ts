@@ -123,6 +123,35 @@ describe('chunk runner', () => {
     expect(after.chunks.map((c: { lease: number }) => c.lease)).toEqual([1, 2]);
   });
 
+  it("records each chunk's whole transaction in the timeline, through its COMMIT", async () => {
+    // A deferred trigger that sleeps at COMMIT, for this job's chunks only: time the statement
+    // before the COMMIT cannot see.
+    const fn = `slow_commit_${job.id.replaceAll('-', '')}`;
+    await t.database.pool.query(`create function ${fn}() returns trigger language plpgsql as $$ begin perform pg_sleep(0.3); return null; end $$`);
+    await t.database.pool.query(
+      `create constraint trigger ${fn} after insert on job_chunks deferrable initially deferred for each row when (new.job_id = '${job.id}') execute function ${fn}()`,
+    );
+    try {
+      const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+      const durations = async () =>
+        (await t.database.pool.query<{ d: number }>('select duration_ms as d from job_chunks where job_id = $1 order by seq', [job.id])).rows.map((r) => r.d);
+      await run.commit(rowsChunk(2, { at: 0 }));
+      const first = Math.round(run.longestChunkMs);
+      expect(first).toBeGreaterThanOrEqual(300);
+      // Until the next chunk commits, the row holds the time up to the checkpoint statement.
+      expect((await durations())[0]).toBeLessThan(300);
+      await run.commit(rowsChunk(2, { at: 2 }));
+      expect((await durations())[0]).toBe(first);
+      // The last chunk's whole time is written when the run ends.
+      await run.settleTimeline();
+      const [d1, d2] = await durations();
+      expect(d1).toBe(first);
+      expect(d2).toBeGreaterThanOrEqual(300);
+    } finally {
+      await t.database.pool.query(`drop trigger ${fn} on job_chunks; drop function ${fn}()`);
+    }
+  });
+
   it('refuses a replayed chunk: the checkpoint guard must match the sequence the chunk started from', async () => {
     const row = await claim();
     const a = new JobRun<{ at: number }>(t.database, row, timeouts);
