@@ -129,11 +129,14 @@ export async function runBullJob(
     ...deps.chunk,
     sizer: hooks.sizer,
     pace: hooks.pace,
-    // A run alone in its process: its commits' WAL flushes were a tenth of a 1M-row import's time
-    // (write pass 24.4 s with them, 19.3–20.1 s without). Beside other runs, deferred flushes let
-    // the WAL of several chunk writers pile up and chunks stall on it (bench worker-connections:
-    // longest chunk 258–583 ms in five runs, 231–262 ms with synchronous commits).
-    asyncCommit: () => hooks.alone?.() ?? true,
+    // Commits that do not wait for their WAL flush. Alone, a run's WAL flushes were a tenth of a
+    // 1M-row import's time (write pass 24.4 s with them, 19.3–20.1 s without). Beside other runs,
+    // timed through the COMMIT (bench worker-connections), the median chunk took 86–89 ms and its
+    // p99 191–205 ms, against 90 and 232–248 ms with synchronous commits, whose WAL flushes queue
+    // behind one another (LWLock:WALWrite). (Timed to just before the COMMIT, as the timeline once
+    // was, synchronous commits had looked the better beside other runs.)
+    asyncCommit: () => true,
+    shared: () => !(hooks.alone?.() ?? true),
     // Whether chunks may be cut short after a part (the runner's default: yes).
     split: hooks.split,
     shouldStop: () =>
