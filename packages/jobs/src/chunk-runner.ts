@@ -49,6 +49,12 @@ export interface ChunkWriter {
   db: Db;
   /** The raw connection of the transaction, for COPY and other driver-level work. */
   client: pg.PoolClient;
+  /**
+   * The statements that open the chunk's transaction while they are not sent yet (a chunk that
+   * `opensWithCopy`): the first COPY of the chunk sends them ahead of itself, in one query, and
+   * clears this (`runCopyIn`).
+   */
+  opening?: string;
 }
 
 /** Where a job stands once a chunk (or the first parts of one) is committed. */
@@ -72,6 +78,11 @@ export interface Chunk<C> extends ChunkEnd<C> {
   /** The chunk's writes; runs inside the chunk transaction. Absent for a checkpoint-only chunk. */
   write?: (w: ChunkWriter) => Promise<void>;
   /**
+   * Its first statement, whole or in parts, is a `runCopyIn` given the writer: the transaction's
+   * opening statements then go with it, one round trip fewer (see `ChunkWriter.opening`).
+   */
+  opensWithCopy?: boolean;
+  /**
    * The chunk's writes in parts, in order, the last one ending where the chunk does. When the
    * chunk's time runs short after a part, the runner commits the parts written so far with that
    * part's `end` (see `cutAfter`), and the parts left in a chunk of their own; only when its
@@ -82,8 +93,8 @@ export interface Chunk<C> extends ChunkEnd<C> {
 }
 
 /** A chunk written in `parts` (and whole by `write`, when given): it ends where its last part does. */
-export function chunkOfParts<C>(parts: ChunkPart<C>[], write?: Chunk<C>['write']): Chunk<C> {
-  return { ...parts[parts.length - 1]!.end, parts, write };
+export function chunkOfParts<C>(parts: ChunkPart<C>[], write?: Chunk<C>['write'], opensWithCopy?: boolean): Chunk<C> {
+  return { ...parts[parts.length - 1]!.end, parts, write, opensWithCopy };
 }
 
 /** A chunk is written in at most this many parts, */
@@ -173,10 +184,13 @@ export class JobRun<C = unknown> {
         // that committed them finds out at its next chunk: CheckpointLostError); anything that
         // ends the job commits synchronously, which flushes every chunk committed before it.
         const async = this.opts.asyncCommit?.() ? '; set local synchronous_commit = off' : '';
-        await client.query(
-          `begin; set local lock_timeout = ${Math.trunc(this.opts.lockTimeoutMs)}; set local statement_timeout = ${Math.trunc(this.opts.statementTimeoutMs)}${async}`,
-        );
-        const writer = chunk.write || chunk.parts ? { db: drizzle(client, { schema }), client } : undefined;
+        const opening = `begin; set local lock_timeout = ${Math.trunc(this.opts.lockTimeoutMs)}; set local statement_timeout = ${Math.trunc(this.opts.statementTimeoutMs)}${async}`;
+        const writes = !!(chunk.write || chunk.parts);
+        // Sent with the chunk's first COPY when it opens with one: a busy event loop delayed the
+        // answer to a BEGIN of its own by up to 100 ms, the transaction open meanwhile.
+        const deferred = writes && !!chunk.opensWithCopy;
+        if (!deferred) await client.query(opening);
+        const writer: ChunkWriter | undefined = writes ? { db: drizzle(client, { schema }), client, opening: deferred ? opening : undefined } : undefined;
         const split = (this.opts.split?.() ?? true) && this.worthSplitting(chunk);
         const parts = chunk.parts && (split || !chunk.write) ? chunk.parts : [];
         if (chunk.write && parts.length === 0) await chunk.write(writer!);
@@ -191,10 +205,12 @@ export class JobRun<C = unknown> {
         const seq = this.chunkSeq + 1;
         // The guarded checkpoint, the chunk's timeline row and the COMMIT in one round trip: on a
         // busy machine each round trip of a chunk waits for a core with the transaction open.
-        const results = (await client.query(this.checkpointSql(client, end, seq, performance.now() - started)).catch((err: unknown) => {
+        // A chunk that sent no statement (its parts held nothing to write) opens here.
+        const pending = writer?.opening ? `${writer.opening};\n` : '';
+        const results = (await client.query(pending + this.checkpointSql(client, end, seq, performance.now() - started)).catch((err: unknown) => {
           throw (err as { code?: string }).code === DIVISION_BY_ZERO ? new NotCurrent() : err;
         })) as unknown as pg.QueryResult<{ cancel_requested_at: Date | null }>[];
-        cancelRequested = results[0]!.rows[0]!.cancel_requested_at !== null;
+        cancelRequested = results.at(-2)!.rows[0]!.cancel_requested_at !== null;
         this.chunkSeq = seq;
         this.checkpoint = end.checkpoint;
       } catch (err) {
@@ -391,5 +407,9 @@ function restOf<C>(chunk: Chunk<C>, end: ChunkEnd<C>): Chunk<C> {
   const parts = chunk.parts ?? [];
   const at = parts.findIndex((p) => p.end === end);
   if (at < 0 || at === parts.length - 1) throw new Error('a cut chunk ends at none of its parts but the last');
-  return chunkOfParts(parts.slice(at + 1).map((p) => ({ write: p.write, end: { ...p.end, rows: p.end.rows - end.rows } })));
+  return chunkOfParts(
+    parts.slice(at + 1).map((p) => ({ write: p.write, end: { ...p.end, rows: p.end.rows - end.rows } })),
+    undefined,
+    chunk.opensWithCopy,
+  );
 }

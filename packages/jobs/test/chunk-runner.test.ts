@@ -14,7 +14,9 @@ import {
 import { CheckpointLostError, FencedError, InjectedFault, StopRun } from '@platform/jobs';
 import { JobRun, runChunks } from '@platform/jobs/processors';
 import { ChunkSizer } from '../src/chunk-sizer';
-import { insertRows } from '../src/cms/row-writes';
+import { insertRows, insertRowsCopy } from '../src/cms/row-writes';
+import { runCopyIn } from '../src/cms/copy-in';
+import type { ChunkWriter } from '../src/chunk-runner';
 import { createTestEnv, type TestEnv } from '../../../test/helpers';
 
 let t: TestEnv;
@@ -150,6 +152,35 @@ describe('chunk runner', () => {
     } finally {
       await t.database.pool.query(`drop trigger ${fn} on job_chunks; drop function ${fn}()`);
     }
+  });
+
+  it('a chunk that opens with a COPY sends BEGIN with it: its writes and checkpoint commit together, or neither', async () => {
+    const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    const seen: string[] = [];
+    const copyChunk = (n: number, cp: { at: number }, fail = false) => ({
+      checkpoint: { at: cp.at + n },
+      done: cp.at + n,
+      rows: n,
+      opensWithCopy: true,
+      write: async (w: ChunkWriter) => {
+        expect(w.opening).toMatch(/^begin; set local lock_timeout = 300/);
+        const copy = await insertRowsCopy(table, Array.from({ length: n }, (_, i) => ({ identifier: `c${cp.at + i}`, data: { n: cp.at + i } })));
+        expect(await runCopyIn(w.client, copy, w)).toBe(n);
+        seen.push((await w.client.query<{ s: string }>(`select current_setting('lock_timeout') as s`)).rows[0]!.s);
+        if (fail) throw new Error('boom after the COPY');
+      },
+    });
+    const before = await state();
+    await run.commit(copyChunk(3, { at: 0 }));
+    expect(seen).toEqual(['300ms']);
+    const after = await state();
+    expect(after.rows - before.rows).toBe(3);
+    expect(after.job).toMatchObject({ chunk_seq: 1, checkpoint: { at: 3 } });
+    await expect(run.commit(copyChunk(3, { at: 3 }, true))).rejects.toThrow('boom after the COPY');
+    expect(await state()).toEqual(after);
+    // A chunk whose writes sent nothing still opens its transaction, with the checkpoint statement.
+    await run.commit({ checkpoint: { at: 9 }, done: 9, rows: 0, opensWithCopy: true, write: async () => {} });
+    expect((await state()).job).toMatchObject({ chunk_seq: 2, checkpoint: { at: 9 } });
   });
 
   it('refuses a replayed chunk: the checkpoint guard must match the sequence the chunk started from', async () => {

@@ -48,3 +48,22 @@ it('refuses COPYs of different statements', async () => {
     client.release();
   }
 });
+
+it("sends the transaction's opening statements, when given them, ahead of the COPY in one query, once", async () => {
+  const client = await t.database.pool.connect();
+  try {
+    const writer: { opening?: string } = { opening: 'begin; set local lock_timeout = 1234' };
+    // Nothing to copy: nothing is sent, and the opening is left for the next statement.
+    expect(await runCopyIn(client, [], writer)).toBe(0);
+    expect(writer.opening).toBeDefined();
+    expect(await runCopyIn(client, copy([['o1', 1]]), writer)).toBe(1);
+    expect(writer.opening).toBeUndefined();
+    // The COPY ran inside the transaction the opening began, with its settings.
+    expect((await client.query(`select current_setting('lock_timeout') as s`)).rows[0].s).toBe('1234ms');
+    expect(await runCopyIn(client, copy([['o2', 2]]), writer)).toBe(1);
+    await client.query('rollback');
+    expect((await client.query(`select count(*)::int as n from copy_in_test where k in ('o1', 'o2')`)).rows[0].n).toBe(0);
+  } finally {
+    client.release();
+  }
+});

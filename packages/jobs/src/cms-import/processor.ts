@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { z } from 'zod';
 import { createClaimsTable, dropClaimsTable, getCmsTable, type CmsTableRow } from '@platform/db';
-import { chunkOfParts, partEnds, runChunks, type Chunk, type ChunkPart } from '../chunk-runner';
+import { chunkOfParts, partEnds, runChunks, type Chunk, type ChunkPart, type ChunkWriter } from '../chunk-runner';
 import { runCopyIn, type CopyIn } from '../cms/copy-in';
 import { insertRowsCopy } from '../cms/row-writes';
 import { JobInputError } from '../errors';
@@ -303,7 +303,7 @@ async function insertChunk(
         total: validating ? undefined : (at.total ?? (checkpoint.eof ? checkpoint.rows : undefined)),
         rows: to,
       },
-      write: ({ client }) => writeCopies(client, insert ? [insert] : [], claims ? [claims] : []),
+      write: (w) => writeCopies(w, insert ? [insert] : [], claims ? [claims] : []),
     });
     if (insert) inserts.push(insert);
     if (claims) claimsAll.push(claims);
@@ -315,16 +315,19 @@ async function insertChunk(
   // Nothing to write (a validate pass under mode=insert with no valid row): a checkpoint-only chunk
   // (partEnds gives at least one part, an empty one for no records).
   if (validating && c.claims.length === 0) return parts[parts.length - 1]!.end;
-  return chunkOfParts(parts, ({ client }) => writeCopies(client, inserts, claimsAll));
+  return chunkOfParts(parts, (w) => writeCopies(w, inserts, claimsAll), true);
 }
 
-/** Inserts the rows, then their claims; each COPY must store every row it was given. */
-async function writeCopies(client: pg.PoolClient, inserts: CopyIn[], claims: CopyIn[]): Promise<void> {
+/**
+ * Inserts the rows, then their claims; each COPY must store every row it was given. The first
+ * COPY sent opens the chunk's transaction (`Chunk.opensWithCopy`).
+ */
+async function writeCopies(w: ChunkWriter, inserts: CopyIn[], claims: CopyIn[]): Promise<void> {
   const rows = inserts.reduce((n, c) => n + c.rows, 0);
-  const n = await runCopyIn(client, inserts);
+  const n = await runCopyIn(w.client, inserts, w);
   if (n !== rows) throw new Error(`inserted ${n} of ${rows} rows`);
   const claimed = claims.reduce((k, c) => k + c.rows, 0);
-  const k = await runCopyIn(client, claims);
+  const k = await runCopyIn(w.client, claims, w);
   if (k !== claimed) throw new Error(`claimed ${k} of ${claimed} identifiers`);
 }
 
