@@ -29,12 +29,6 @@ export interface ChunkRunnerOptions extends ChunkTimeouts {
    */
   asyncCommit?: () => boolean;
   /**
-   * Asked at each chunk with `parts`: does the run share its process with other runs? A run that
-   * does writes every such chunk in parts, even one expected to be quick (see `worthSplitting`).
-   * Default: no.
-   */
-  shared?: () => boolean;
-  /**
    * Asked at each chunk with `parts`: may it be cut short after a part? When no, a chunk with
    * `write` too is written by that (a part is a statement of its own: a COPY cost ~2.5 ms more
    * split in 8), one without by all its parts. Default: yes.
@@ -118,8 +112,6 @@ export function partEnds(n: number): number[] {
  * can stall 100–200 ms on a busy machine (bench worker-connections, two shared vCPUs).
  */
 const CUT_AT = 0.5;
-/** Chunks expected to take less than this share of the budget are not split (`worthSplitting`). */
-const SPLIT_FROM = 0.3;
 
 let faultFired = false;
 
@@ -295,18 +287,13 @@ export class JobRun<C = unknown> {
   }
 
   /**
-   * A chunk expected to take under SPLIT_FROM of the budget at the last chunk's rate (a validate
-   * pass's claims: 10,000 rows in ~30 ms) is written whole by a run alone in its process: in parts
-   * its claims took 3.3 s of the 1M import's validate pass instead of 1.5 s. Beside other runs a
-   * whole chunk of claims met their stalls: 251–455 ms for 10,000 claims in bench
-   * worker-connections, where parts let the runner cut it short.
+   * Every chunk with parts is written in parts under a chunk-time budget, even one expected to be
+   * quick: a stall can meet any chunk. A validate pass's 10,000 claims, ~30 ms whole, took
+   * 229–532 ms whole in bench worker-connections; the cost is a COPY per part (the 1M import's
+   * validate pass spent 2.3 s in transactions, against 1.4 s with its claims whole).
    */
   private worthSplitting(chunk: Chunk<C>): boolean {
-    const sizer = this.opts.sizer;
-    if (!chunk.parts || !sizer?.targetMs) return false;
-    if (this.opts.shared?.()) return true;
-    const expected = sizer.expectedMs(chunk.rows);
-    return expected === undefined || expected >= sizer.targetMs * SPLIT_FROM;
+    return !!chunk.parts && !!this.opts.sizer?.targetMs;
   }
 
   /**

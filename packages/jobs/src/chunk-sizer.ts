@@ -25,8 +25,6 @@ export interface ChunkSizerOptions {
 
 export class ChunkSizer {
   private current: number;
-  /** Rows per ms of the last chunk observed, or undefined before the first (and after a reset). */
-  private rate: number | undefined;
 
   constructor(private readonly opts: ChunkSizerOptions) {
     this.current = clamp(opts.initial, opts.min, opts.max);
@@ -44,7 +42,6 @@ export class ChunkSizer {
   observe(rows: number, ms: number): void {
     // A target of 0: chunks keep their size.
     if (rows <= 0 || ms <= 0 || this.opts.targetMs <= 0) return;
-    this.rate = rows / ms;
     const aimMs = this.opts.targetMs * AIM;
     const ideal = (rows / ms) * aimMs;
     // Over the aim: shrink straight to what would have fitted. Under: move halfway, at most ×1.5.
@@ -59,12 +56,6 @@ export class ChunkSizer {
    */
   reset(): void {
     this.current = clamp(this.opts.initial, this.opts.min, this.opts.max);
-    this.rate = undefined;
-  }
-
-  /** How long `rows` would take at the last chunk's rate; undefined when nothing was measured yet. */
-  expectedMs(rows: number): number | undefined {
-    return this.rate === undefined ? undefined : rows / this.rate;
   }
 
   /** The database shows pressure (a lock timeout, a waiting API pool): halve the chunk. */

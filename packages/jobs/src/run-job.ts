@@ -136,7 +136,6 @@ export async function runBullJob(
     // behind one another (LWLock:WALWrite). (Timed to just before the COMMIT, as the timeline once
     // was, synchronous commits had looked the better beside other runs.)
     asyncCommit: () => true,
-    shared: () => !(hooks.alone?.() ?? true),
     // Whether chunks may be cut short after a part (the runner's default: yes).
     split: hooks.split,
     shouldStop: () =>
