@@ -27,7 +27,7 @@ const ZOMBIE_TTL_MS = 3_000;
  * only its workers' sessions are counted), plus a second worker process with the same settings;
  * both drain a mix of imports and bulk writes of several teams. `pg_stat_activity` is sampled
  * every 100 ms (application_name = 'worker', that database): the maximum must never exceed the
- * budget. Also the longest chunk transaction (job_chunks.duration_ms, BEGIN to just before COMMIT)
+ * budget. Also the longest chunk transaction (job_chunks.duration_ms, BEGIN to the COMMIT's answer)
  * at the default chunk budget (WORKER_CHUNK_BUDGET_MS=200), against 250 ms.
  *
  * BENCH_CHUNK_BUDGET_MS=<ms> and BENCH_WORKER_CONCURRENCY=<n> run both workers with another

@@ -370,7 +370,7 @@ export interface PhaseStats {
   maxRows: number;
   maxMs: number;
   p50Ms: number;
-  /** Sum of the chunk transactions (BEGIN to just before COMMIT). */
+  /** Sum of the chunk transactions (BEGIN to the COMMIT's answer). */
   txS: number;
   /** From the phase's start to its last chunk's end (BEGIN + duration). */
   wallS: number;
