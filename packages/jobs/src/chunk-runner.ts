@@ -115,8 +115,11 @@ const CUT_AT = 0.5;
 
 let faultFired = false;
 
-/** SQLSTATE of `1 / count(*)` over no rows: the checkpoint's guard matched nothing (`checkpointSql`). */
-const DIVISION_BY_ZERO = '22012';
+/**
+ * The error `checkpointSql` raises when its guard matched no row: a cast of this text to integer
+ * (SQLSTATE 22P02, invalid_text_representation), told apart from any other error by the text.
+ */
+const GUARD_FAILED = 'chunk guard: the lease or chunk sequence moved on';
 
 /** The run's lease or chunk sequence is no longer the job's (rolled back; told apart after). */
 class NotCurrent extends Error {}
@@ -182,7 +185,13 @@ export class JobRun<C = unknown> {
         // answer to a BEGIN of its own by up to 100 ms, the transaction open meanwhile.
         const deferred = writes && !!chunk.opensWithCopy;
         if (!deferred) await client.query(opening);
-        const writer: ChunkWriter | undefined = writes ? { db: drizzle(client, { schema }), client, opening: deferred ? opening : undefined } : undefined;
+        let writer: ChunkWriter | undefined;
+        if (writes) {
+          const w: ChunkWriter = { db: undefined as unknown as Db, client, opening: deferred ? opening : undefined };
+          if (deferred) w.client = openingFirst(client, w);
+          w.db = drizzle(w.client, { schema });
+          writer = w;
+        }
         const split = (this.opts.split?.() ?? true) && this.worthSplitting(chunk);
         const parts = chunk.parts && (split || !chunk.write) ? chunk.parts : [];
         if (chunk.write && parts.length === 0) await chunk.write(writer!);
@@ -200,7 +209,8 @@ export class JobRun<C = unknown> {
         // A chunk that sent no statement (its parts held nothing to write) opens here.
         const pending = writer?.opening ? `${writer.opening};\n` : '';
         const results = (await client.query(pending + this.checkpointSql(client, end, seq, performance.now() - started)).catch((err: unknown) => {
-          throw (err as { code?: string }).code === DIVISION_BY_ZERO ? new NotCurrent() : err;
+          const e = err as { code?: string; message?: string };
+          throw e.code === '22P02' && e.message?.includes(GUARD_FAILED) ? new NotCurrent() : err;
         })) as unknown as pg.QueryResult<{ cancel_requested_at: Date | null }>[];
         cancelRequested = results.at(-2)!.rows[0]!.cancel_requested_at !== null;
         this.chunkSeq = seq;
@@ -241,7 +251,8 @@ export class JobRun<C = unknown> {
    * The statements that end a chunk, as one simple query (its values are literals): the checkpoint
    * advanced under the guard of the lease and chunk sequence the run holds, the chunk's row in the
    * timeline, the previous chunk's time settled, then COMMIT. When the guard matches no row (a stale
-   * run), `1 / count(*)` divides by zero: the error aborts the transaction before its COMMIT.
+   * run), the statement casts GUARD_FAILED to an integer: the error aborts the transaction before its
+   * COMMIT.
    *
    * A timeline row's `duration_ms` is first the time from BEGIN to this statement; the chunk's
    * whole transaction, through its COMMIT, is only known after it, so the next chunk's statement
@@ -249,14 +260,14 @@ export class JobRun<C = unknown> {
    */
   private checkpointSql(client: pg.PoolClient, end: ChunkEnd<C>, seq: number, elapsedMs: number): string {
     const int = (n: number) => {
-      if (!Number.isSafeInteger(Math.trunc(n))) throw new Error(`not an integer: ${n}`);
-      return String(Math.trunc(n));
+      if (!Number.isSafeInteger(n)) throw new Error(`not an integer: ${n}`);
+      return String(n);
     };
     const id = client.escapeLiteral(this.jobId);
     const total = end.total === undefined ? 'progress_total' : end.total === null ? 'null' : int(end.total);
     const prev = this.unsettled;
     return `with cp as (
-         update jobs set checkpoint = ${client.escapeLiteral(JSON.stringify(end.checkpoint))}::jsonb, chunk_seq = ${int(seq)},
+         update jobs set checkpoint = ${end.checkpoint === undefined ? 'null' : `${client.escapeLiteral(JSON.stringify(end.checkpoint))}::jsonb`}, chunk_seq = ${int(seq)},
            progress_done = ${int(end.done)}, progress_total = ${total}, updated_at = now()
          where id = ${id} and lease = ${int(this.lease)} and chunk_seq = ${int(this.chunkSeq)} and status = 'active'
          returning cancel_requested_at
@@ -265,24 +276,28 @@ export class JobRun<C = unknown> {
        )${
          prev
            ? `, settled as (
-         update job_chunks set duration_ms = ${int(prev.ms)} where job_id = ${id} and seq = ${int(prev.seq)} and exists (select 1 from cp)
+         update job_chunks set duration_ms = ${int(prev.ms)} where job_id = ${id} and seq = ${int(prev.seq)} and lease = ${int(this.lease)} and exists (select 1 from cp)
        )`
            : ''
        }
-       select max(cancel_requested_at) as cancel_requested_at, 1 / count(*) as current from cp;
+       select max(cancel_requested_at) as cancel_requested_at,
+              case when count(*) = 0 then (${client.escapeLiteral(`${GUARD_FAILED} `)} || count(*))::int end as guard
+       from cp;
        commit`;
   }
 
   /**
    * Writes the time of the run's last committed chunk, through its COMMIT, into its timeline row
-   * (see `checkpointSql`). Call once the run ends; the timeline only, so a failure is ignored.
+   * (see `checkpointSql`); a row of another lease is left alone (a chunk lost in a PostgreSQL crash
+   * may have been committed again by the next run). Call once the run's chunks are over, before the
+   * job ends or is handed on; the timeline only, so a failure is ignored.
    */
   async settleTimeline(): Promise<void> {
     const prev = this.unsettled;
     if (!prev) return;
     this.unsettled = undefined;
     await this.database.pool
-      .query('update job_chunks set duration_ms = $1 where job_id = $2 and seq = $3', [prev.ms, this.jobId, prev.seq])
+      .query('update job_chunks set duration_ms = $1 where job_id = $2 and seq = $3 and lease = $4', [prev.ms, this.jobId, prev.seq, this.lease])
       .catch(() => {});
   }
 
@@ -345,6 +360,33 @@ export class JobRun<C = unknown> {
     if (f.action === 'kill') process.kill(process.pid, 'SIGKILL');
     throw new InjectedFault(`injected fault inside chunk ${f.atChunk}`);
   }
+}
+
+/**
+ * The connection a chunk's writes get while its opening statements wait for its first COPY
+ * (`ChunkWriter.opening`): any other statement sent first (Drizzle, a plain query) sends them
+ * ahead of itself, so no write of a chunk runs outside its transaction. A COPY or other streamed
+ * query must go through `runCopyIn` with the writer, which takes them itself.
+ */
+function openingFirst(client: pg.PoolClient, writer: ChunkWriter): pg.PoolClient {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  return new Proxy(client, {
+    get(target, prop) {
+      if (prop !== 'query') {
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      }
+      return (...args: unknown[]) => {
+        const opening = writer.opening;
+        if (opening === undefined) return query(...args);
+        if (typeof (args[0] as { submit?: unknown } | undefined)?.submit === 'function') {
+          throw new Error("a chunk that opens with a COPY sends it through runCopyIn with the chunk's writer");
+        }
+        writer.opening = undefined;
+        return (query(opening) as Promise<unknown>).then(() => query(...args));
+      };
+    },
+  });
 }
 
 /**

@@ -142,6 +142,8 @@ export async function runBullJob(
       deps.chunk.shouldStop?.() ?? (Date.now() - startedAt > maxRunTimeMs ? 'timeout' : null) ?? hooks.shouldStop?.() ?? null,
   });
   const end = async (e: Parameters<typeof finishJob>[3], chunkSeq?: number) => {
+    // Before the job ends: whoever reads a finished job's timeline finds every chunk's whole time.
+    await run.settleTimeline();
     const ended = await finishJob(deps.database.db, row.id, row.lease, e, chunkSeq);
     if (ended) {
       void wakeWaiters(deps, row);
@@ -245,6 +247,8 @@ async function onRunError(
   end: (e: Parameters<typeof finishJob>[3]) => ReturnType<typeof finishJob>,
 ): Promise<RunOutcome> {
   const log = deps.log;
+  // Before the job is ended or handed on (not while the database is away: it would wait for it).
+  if (!isConnectionError(err)) await run.settleTimeline();
   if (err instanceof FencedError) {
     log.warn({ jobId: row.id, lease: row.lease }, 'stale run fenced out: committed nothing');
     return { outcome: 'fenced' };

@@ -69,6 +69,21 @@ const rowsChunk = (n: number, cp: { at: number }) => ({
   },
 });
 
+/** A chunk of `n` rows written by one COPY that opens its transaction (`Chunk.opensWithCopy`). */
+const copyChunk = (n: number, cp: { at: number }, o: { fail?: boolean; seen?: string[] } = {}) => ({
+  checkpoint: { at: cp.at + n },
+  done: cp.at + n,
+  rows: n,
+  opensWithCopy: true,
+  write: async (w: ChunkWriter) => {
+    expect(w.opening).toMatch(/^begin; set local lock_timeout = 300/);
+    const copy = await insertRowsCopy(table, Array.from({ length: n }, (_, i) => ({ identifier: `c${uuidv7()}`, data: { n: cp.at + i } })));
+    expect(await runCopyIn(w.client, copy, w)).toBe(n);
+    o.seen?.push((await w.client.query<{ s: string }>(`select current_setting('lock_timeout') as s`)).rows[0]!.s);
+    if (o.fail) throw new Error('boom after the writes');
+  },
+});
+
 describe('chunk runner', () => {
   it('commits the writes, the checkpoint, the progress and a timeline entry together', async () => {
     const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
@@ -157,30 +172,67 @@ describe('chunk runner', () => {
   it('a chunk that opens with a COPY sends BEGIN with it: its writes and checkpoint commit together, or neither', async () => {
     const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
     const seen: string[] = [];
-    const copyChunk = (n: number, cp: { at: number }, fail = false) => ({
-      checkpoint: { at: cp.at + n },
-      done: cp.at + n,
-      rows: n,
-      opensWithCopy: true,
-      write: async (w: ChunkWriter) => {
-        expect(w.opening).toMatch(/^begin; set local lock_timeout = 300/);
-        const copy = await insertRowsCopy(table, Array.from({ length: n }, (_, i) => ({ identifier: `c${cp.at + i}`, data: { n: cp.at + i } })));
-        expect(await runCopyIn(w.client, copy, w)).toBe(n);
-        seen.push((await w.client.query<{ s: string }>(`select current_setting('lock_timeout') as s`)).rows[0]!.s);
-        if (fail) throw new Error('boom after the COPY');
-      },
-    });
     const before = await state();
-    await run.commit(copyChunk(3, { at: 0 }));
+    await run.commit(copyChunk(3, { at: 0 }, { seen }));
     expect(seen).toEqual(['300ms']);
     const after = await state();
     expect(after.rows - before.rows).toBe(3);
     expect(after.job).toMatchObject({ chunk_seq: 1, checkpoint: { at: 3 } });
-    await expect(run.commit(copyChunk(3, { at: 3 }, true))).rejects.toThrow('boom after the COPY');
+    await expect(run.commit(copyChunk(3, { at: 3 }, { fail: true }))).rejects.toThrow('boom after the writes');
     expect(await state()).toEqual(after);
     // A chunk whose writes sent nothing still opens its transaction, with the checkpoint statement.
     await run.commit({ checkpoint: { at: 9 }, done: 9, rows: 0, opensWithCopy: true, write: async () => {} });
     expect((await state()).job).toMatchObject({ chunk_seq: 2, checkpoint: { at: 9 } });
+  });
+
+  it('a chunk that opens with a COPY but sends another statement first still writes inside its transaction', async () => {
+    const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    const before = await state();
+    const seen: string[] = [];
+    const plainFirst = (fail: boolean) => ({
+      checkpoint: { at: 2 },
+      done: 2,
+      rows: 2,
+      opensWithCopy: true,
+      write: async (w: ChunkWriter) => {
+        await insertRows(w.client, table, [{ data: { n: 1 } }, { data: { n: 2 } }]);
+        seen.push((await w.client.query<{ s: string }>(`select current_setting('lock_timeout') as s`)).rows[0]!.s);
+        if (fail) throw new Error('boom after the insert');
+      },
+    });
+    await expect(run.commit(plainFirst(true))).rejects.toThrow('boom after the insert');
+    expect(await state()).toEqual(before);
+    await run.commit(plainFirst(false));
+    expect((await state()).rows - before.rows).toBe(2);
+    expect(seen).toEqual(['300ms', '300ms']);
+  });
+
+  it('fences out a stale run whose chunk opens with a COPY: the COPY is not kept', async () => {
+    const stale = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    await stale.commit(copyChunk(2, { at: 0 }));
+    const fresh = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    const before = await state();
+    await expect(stale.commit(copyChunk(2, { at: 2 }))).rejects.toBeInstanceOf(FencedError);
+    await expect(stale.commit({ checkpoint: { at: 9 }, done: 9, rows: 0, opensWithCopy: true, write: async () => {} })).rejects.toBeInstanceOf(
+      FencedError,
+    );
+    expect(await state()).toEqual(before);
+    await fresh.commit(copyChunk(2, { at: 2 }));
+    expect((await state()).rows - before.rows).toBe(2);
+  });
+
+  it("a stale run's timeline settling leaves the rows of the run after it alone", async () => {
+    const old = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    await old.commit(rowsChunk(1, { at: 0 }));
+    // Its chunk 1 lost (as in a PostgreSQL crash under asynchronous commits): the next run commits a chunk 1 of its own.
+    await t.database.pool.query('delete from job_chunks where job_id = $1', [job.id]);
+    await t.database.pool.query('update jobs set chunk_seq = 0, checkpoint = null where id = $1', [job.id]);
+    const next = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
+    await next.commit(rowsChunk(1, { at: 0 }));
+    await t.database.pool.query('update job_chunks set duration_ms = 4242 where job_id = $1', [job.id]);
+    await old.settleTimeline();
+    const rows = await t.database.pool.query('select seq, lease, duration_ms from job_chunks where job_id = $1', [job.id]);
+    expect(rows.rows).toEqual([{ seq: 1, lease: next.lease, duration_ms: 4242 }]);
   });
 
   it('refuses a replayed chunk: the checkpoint guard must match the sequence the chunk started from', async () => {
