@@ -332,7 +332,10 @@ export interface ChunkRow {
   seq: number;
   lease: number;
   rows: number;
+  /** By PostgreSQL's clock: BEGIN to the checkpoint statement, which the COMMIT follows in the same query. */
   durationMs: number;
+  /** As the worker timed it, to the COMMIT's answer (null when not recorded). */
+  workerMs: number | null;
   /** committed_at is now() inside the chunk's transaction: the time of its BEGIN. */
   beginMs: number;
 }
@@ -353,12 +356,12 @@ export async function jobTimes(db: Pick<pg.Pool, 'query'>, jobId: string): Promi
 }
 
 export async function chunkRows(db: Pick<pg.Pool, 'query'>, jobId: string): Promise<ChunkRow[]> {
-  const r = await db.query<{ seq: number; lease: number; rows: number; duration_ms: number; begin_ms: number }>(
-    `select seq, lease, rows, duration_ms, extract(epoch from committed_at)::float8 * 1000 as begin_ms
+  const r = await db.query<{ seq: number; lease: number; rows: number; duration_ms: number; worker_ms: number | null; begin_ms: number }>(
+    `select seq, lease, rows, duration_ms, worker_ms, extract(epoch from committed_at)::float8 * 1000 as begin_ms
      from job_chunks where job_id = $1 order by seq`,
     [jobId],
   );
-  return r.rows.map((c) => ({ seq: c.seq, lease: c.lease, rows: c.rows, durationMs: c.duration_ms, beginMs: c.begin_ms }));
+  return r.rows.map((c) => ({ seq: c.seq, lease: c.lease, rows: c.rows, durationMs: c.duration_ms, workerMs: c.worker_ms, beginMs: c.begin_ms }));
 }
 
 export interface PhaseStats {
@@ -369,8 +372,10 @@ export interface PhaseStats {
   minRows: number;
   maxRows: number;
   maxMs: number;
+  /** The longest chunk as the worker timed it (ChunkRow.workerMs), 0 when none was recorded. */
+  maxWorkerMs: number;
   p50Ms: number;
-  /** Sum of the chunk transactions (BEGIN to the COMMIT's answer). */
+  /** Sum of the chunk transactions (PostgreSQL's clock). */
   txS: number;
   /** From the phase's start to its last chunk's end (BEGIN + duration). */
   wallS: number;
@@ -387,6 +392,7 @@ export function phaseStats(chunks: ChunkRow[], startMs: number): PhaseStats {
     minRows: data.length ? Math.min(...data.map((c) => c.rows)) : 0,
     maxRows: data.length ? Math.max(...data.map((c) => c.rows)) : 0,
     maxMs: chunks.length ? Math.max(...chunks.map((c) => c.durationMs)) : 0,
+    maxWorkerMs: Math.max(0, ...chunks.map((c) => c.workerMs ?? 0)),
     p50Ms: ms.length ? ms[Math.ceil(ms.length / 2) - 1]! : 0,
     txS: chunks.reduce((a, c) => a + c.durationMs, 0) / 1000,
     wallS: last ? (last.beginMs + last.durationMs - startMs) / 1000 : 0,

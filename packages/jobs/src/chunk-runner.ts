@@ -138,7 +138,7 @@ export class JobRun<C = unknown> {
   checkpoint: C | null;
   /** Longest chunk transaction of this run, in ms (for logs and benchmarks). */
   longestChunkMs = 0;
-  /** The run's last committed chunk and its whole time, not yet in its timeline row. */
+  /** The run's last committed chunk and its worker-side time, not yet in its timeline row. */
   private unsettled?: { seq: number; ms: number };
 
   constructor(
@@ -208,7 +208,7 @@ export class JobRun<C = unknown> {
         // busy machine each round trip of a chunk waits for a core with the transaction open.
         // A chunk that sent no statement (its parts held nothing to write) opens here.
         const pending = writer?.opening ? `${writer.opening};\n` : '';
-        const results = (await client.query(pending + this.checkpointSql(client, end, seq, performance.now() - started)).catch((err: unknown) => {
+        const results = (await client.query(pending + this.checkpointSql(client, end, seq)).catch((err: unknown) => {
           const e = err as { code?: string; message?: string };
           throw e.code === '22P02' && e.message?.includes(GUARD_FAILED) ? new NotCurrent() : err;
         })) as unknown as pg.QueryResult<{ cancel_requested_at: Date | null }>[];
@@ -250,15 +250,16 @@ export class JobRun<C = unknown> {
   /**
    * The statements that end a chunk, as one simple query (its values are literals): the checkpoint
    * advanced under the guard of the lease and chunk sequence the run holds, the chunk's row in the
-   * timeline, the previous chunk's time settled, then COMMIT. When the guard matches no row (a stale
-   * run), the statement casts GUARD_FAILED to an integer: the error aborts the transaction before its
-   * COMMIT.
+   * timeline, the previous chunk's worker-side time settled, then COMMIT. When the guard matches no
+   * row (a stale run), the statement casts GUARD_FAILED to an integer: the error aborts the
+   * transaction before its COMMIT.
    *
-   * A timeline row's `duration_ms` is first the time from BEGIN to this statement; the chunk's
-   * whole transaction, through its COMMIT, is only known after it, so the next chunk's statement
-   * (or `settleTimeline` at the end of the run) writes that in its place.
+   * A timeline row's `duration_ms` is the transaction by PostgreSQL's clock, from its BEGIN to this
+   * statement (`clock_timestamp() - now()`; the COMMIT follows without a round trip). Its
+   * `worker_ms`, the chunk as the worker timed it through the answer to its COMMIT, is only known
+   * after it: the next chunk's statement (or `settleTimeline` when the run ends) writes it.
    */
-  private checkpointSql(client: pg.PoolClient, end: ChunkEnd<C>, seq: number, elapsedMs: number): string {
+  private checkpointSql(client: pg.PoolClient, end: ChunkEnd<C>, seq: number): string {
     const int = (n: number) => {
       if (!Number.isSafeInteger(n)) throw new Error(`not an integer: ${n}`);
       return String(n);
@@ -272,11 +273,12 @@ export class JobRun<C = unknown> {
          where id = ${id} and lease = ${int(this.lease)} and chunk_seq = ${int(this.chunkSeq)} and status = 'active'
          returning cancel_requested_at
        ), timeline as (
-         insert into job_chunks (job_id, seq, lease, rows, duration_ms) select ${id}, ${int(seq)}, ${int(this.lease)}, ${int(end.rows)}, ${int(Math.round(elapsedMs))} from cp
+         insert into job_chunks (job_id, seq, lease, rows, duration_ms)
+         select ${id}, ${int(seq)}, ${int(this.lease)}, ${int(end.rows)}, round(extract(epoch from clock_timestamp() - now()) * 1000) from cp
        )${
          prev
            ? `, settled as (
-         update job_chunks set duration_ms = ${int(prev.ms)} where job_id = ${id} and seq = ${int(prev.seq)} and lease = ${int(this.lease)} and exists (select 1 from cp)
+         update job_chunks set worker_ms = ${int(prev.ms)} where job_id = ${id} and seq = ${int(prev.seq)} and lease = ${int(this.lease)} and exists (select 1 from cp)
        )`
            : ''
        }
@@ -287,7 +289,7 @@ export class JobRun<C = unknown> {
   }
 
   /**
-   * Writes the time of the run's last committed chunk, through its COMMIT, into its timeline row
+   * Writes the worker-side time of the run's last committed chunk into its timeline row
    * (see `checkpointSql`); a row of another lease is left alone (a chunk lost in a PostgreSQL crash
    * may have been committed again by the next run). Call once the run's chunks are over, before the
    * job ends or is handed on; the timeline only, so a failure is ignored.
@@ -297,7 +299,7 @@ export class JobRun<C = unknown> {
     if (!prev) return;
     this.unsettled = undefined;
     await this.database.pool
-      .query('update job_chunks set duration_ms = $1 where job_id = $2 and seq = $3 and lease = $4', [prev.ms, this.jobId, prev.seq, this.lease])
+      .query('update job_chunks set worker_ms = $1 where job_id = $2 and seq = $3 and lease = $4', [prev.ms, this.jobId, prev.seq, this.lease])
       .catch(() => {});
   }
 

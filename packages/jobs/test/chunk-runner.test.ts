@@ -140,9 +140,9 @@ describe('chunk runner', () => {
     expect(after.chunks.map((c: { lease: number }) => c.lease)).toEqual([1, 2]);
   });
 
-  it("records each chunk's whole transaction in the timeline, through its COMMIT", async () => {
-    // A deferred trigger that sleeps at COMMIT, for this job's chunks only: time the statement
-    // before the COMMIT cannot see.
+  it("records each chunk's transaction by PostgreSQL's clock, and as the worker timed it through its COMMIT", async () => {
+    // A deferred trigger that sleeps at COMMIT, for this job's chunks only: time after the
+    // checkpoint statement, which the worker's timing sees and PostgreSQL's clock in it cannot.
     const fn = `slow_commit_${job.id.replaceAll('-', '')}`;
     await t.database.pool.query(`create function ${fn}() returns trigger language plpgsql as $$ begin perform pg_sleep(0.3); return null; end $$`);
     await t.database.pool.query(
@@ -150,20 +150,34 @@ describe('chunk runner', () => {
     );
     try {
       const run = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
-      const durations = async () =>
-        (await t.database.pool.query<{ d: number }>('select duration_ms as d from job_chunks where job_id = $1 order by seq', [job.id])).rows.map((r) => r.d);
-      await run.commit(rowsChunk(2, { at: 0 }));
+      const timeline = async () =>
+        (await t.database.pool.query<{ d: number; w: number | null }>('select duration_ms as d, worker_ms as w from job_chunks where job_id = $1 order by seq', [job.id])).rows;
+      // 200 ms inside the transaction, before the checkpoint statement: on both clocks.
+      const slowChunk = (cp: { at: number }) => ({
+        ...rowsChunk(2, cp),
+        write: async (w: ChunkWriter) => {
+          await rowsChunk(2, cp).write(w);
+          await w.client.query('select pg_sleep(0.2)');
+        },
+      });
+      await run.commit(slowChunk({ at: 0 }));
       const first = Math.round(run.longestChunkMs);
-      expect(first).toBeGreaterThanOrEqual(300);
-      // Until the next chunk commits, the row holds the time up to the checkpoint statement.
-      expect((await durations())[0]).toBeLessThan(300);
+      expect(first).toBeGreaterThanOrEqual(500);
+      let rows = await timeline();
+      expect(rows[0]!.d).toBeGreaterThanOrEqual(200);
+      expect(rows[0]!.d).toBeLessThan(500);
+      // The worker's time is known after the COMMIT: written by the next chunk.
+      expect(rows[0]!.w).toBeNull();
       await run.commit(rowsChunk(2, { at: 2 }));
-      expect((await durations())[0]).toBe(first);
-      // The last chunk's whole time is written when the run ends.
+      rows = await timeline();
+      expect(rows[0]!.w).toBe(first);
+      expect(rows[1]!.w).toBeNull();
+      // The last chunk's when the run ends.
       await run.settleTimeline();
-      const [d1, d2] = await durations();
-      expect(d1).toBe(first);
-      expect(d2).toBeGreaterThanOrEqual(300);
+      rows = await timeline();
+      expect(rows[0]!.w).toBe(first);
+      expect(rows[1]!.d).toBeLessThan(300);
+      expect(rows[1]!.w).toBeGreaterThanOrEqual(300);
     } finally {
       await t.database.pool.query(`drop trigger ${fn} on job_chunks; drop function ${fn}()`);
     }
@@ -229,10 +243,10 @@ describe('chunk runner', () => {
     await t.database.pool.query('update jobs set chunk_seq = 0, checkpoint = null where id = $1', [job.id]);
     const next = new JobRun<{ at: number }>(t.database, await claim(), timeouts);
     await next.commit(rowsChunk(1, { at: 0 }));
-    await t.database.pool.query('update job_chunks set duration_ms = 4242 where job_id = $1', [job.id]);
+    await t.database.pool.query('update job_chunks set worker_ms = 4242 where job_id = $1', [job.id]);
     await old.settleTimeline();
-    const rows = await t.database.pool.query('select seq, lease, duration_ms from job_chunks where job_id = $1', [job.id]);
-    expect(rows.rows).toEqual([{ seq: 1, lease: next.lease, duration_ms: 4242 }]);
+    const rows = await t.database.pool.query('select seq, lease, worker_ms from job_chunks where job_id = $1', [job.id]);
+    expect(rows.rows).toEqual([{ seq: 1, lease: next.lease, worker_ms: 4242 }]);
   });
 
   it('refuses a replayed chunk: the checkpoint guard must match the sequence the chunk started from', async () => {

@@ -81,7 +81,17 @@ export const jobChunks = pgTable(
     seq: integer('seq').notNull(),
     lease: integer('lease').notNull(),
     rows: integer('rows').notNull(),
+    /**
+     * The chunk's transaction by PostgreSQL's clock: from its BEGIN to its checkpoint statement,
+     * which its COMMIT follows in the same query (`clock_timestamp() - now()`).
+     */
     durationMs: integer('duration_ms').notNull(),
+    /**
+     * The same chunk as its worker timed it: from sending its first statement to the answer to its
+     * COMMIT, the worker's own delays on either side included. Written after the COMMIT (by the
+     * run's next chunk, or when the run ends); null until then, or when the run died first.
+     */
+    workerMs: integer('worker_ms'),
     committedAt: timestamp('committed_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.jobId, t.seq] })],

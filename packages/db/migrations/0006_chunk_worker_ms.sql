@@ -1,0 +1,1 @@
+ALTER TABLE "job_chunks" ADD COLUMN "worker_ms" integer;
