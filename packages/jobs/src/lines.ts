@@ -10,13 +10,27 @@ export interface Line {
 }
 
 /**
+ * A turn of the event loop: long loops of a worker's CPU work (parsing, encoding) await it every
+ * few hundred items, so that the answer another run's open transaction waits for is not held up
+ * behind them (an idle-in-transaction share of 33–40 % of chunk time in bench worker-connections).
+ */
+export const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** Lines read between turns of the event loop (`nextTurn`). */
+const LINE_SLICE = 100;
+
+/**
  * Splits a byte stream into lines, tracking byte offsets so a checkpoint can name a position in
  * the file and a resumed run can seek straight to it. Memory holds one read buffer and one line.
+ * It lets the event loop turn every LINE_SLICE lines: a read buffer of 1 MiB holds thousands of
+ * lines, and a consumer's work on them (a bulk write's JSON and schema checks) would otherwise run
+ * as one long task.
  */
 export async function* readLines(stream: Readable, startByte = 0, maxLineBytes = Infinity): AsyncGenerator<Line> {
   let pending: Buffer[] = [];
   let pendingLen = 0;
   let offset = startByte;
+  let lines = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     let from = 0;
     for (;;) {
@@ -28,6 +42,7 @@ export async function* readLines(stream: Readable, startByte = 0, maxLineBytes =
       pending = [];
       pendingLen = 0;
       yield toLine(buf, offset);
+      if (++lines % LINE_SLICE === 0) await nextTurn();
       from = nl + 1;
     }
     if (from < chunk.length) {

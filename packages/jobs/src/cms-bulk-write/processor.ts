@@ -4,7 +4,7 @@ import { chunkOfParts, partEnds, runChunks, type Chunk, type ChunkPart } from '.
 import { deleteRowsStatement, insertRowsStatement, updateRowsStatement } from '../cms/row-writes';
 import { validateRowData } from '../cms/row-data';
 import { JobInputError } from '../errors';
-import { readLines, take, type Line } from '../lines';
+import { nextTurn, readLines, take, type Line } from '../lines';
 import type { Processor } from '../processor';
 import { bulkOperationSchema, type BulkOperation, type bulkWritePayload } from './definition';
 import { simulateOperations, type OperationProblem } from './validate';
@@ -24,6 +24,8 @@ interface Checkpoint {
 }
 
 const MAX_DETAILS = 100;
+/** Operations parsed between turns of the event loop. */
+const PARSE_SLICE = 250;
 
 function parseOp(line: Line, index: number): BulkOperation {
   const parsed = bulkOperationSchema.safeParse(JSON.parse(line.text));
@@ -77,7 +79,13 @@ export const bulkWriteProcessor: Processor<Payload> = async (ctx) => {
   const final = await runChunks<Checkpoint>(run, cp, async (at): Promise<Chunk<Checkpoint> | null> => {
     const lines = await take(it, ctx.chunkSize);
     if (lines.length === 0) return null;
-    const ops = lines.map((l, k) => parseOp(l, at.index + k));
+    const ops: BulkOperation[] = [];
+    for (const [k, l] of lines.entries()) {
+      // Parsed in slices (`nextTurn`): thousands of operations' JSON and schema checks at once
+      // held the event loop for tens of ms while other runs' transactions waited on it.
+      if (k > 0 && k % PARSE_SLICE === 0) await nextTurn();
+      ops.push(parseOp(l, at.index + k));
+    }
     // Statements are built here, before the chunk's transaction begins (see insertRowsStatement).
     const parts: ChunkPart<Checkpoint>[] = [];
     const counts = { inserted: at.inserted, updated: at.updated, deleted: at.deleted };

@@ -1,10 +1,10 @@
-import type pg from 'pg';
 import type { z } from 'zod';
 import { createClaimsTable, dropClaimsTable, getCmsTable, type CmsTableRow } from '@platform/db';
 import { chunkOfParts, partEnds, runChunks, type Chunk, type ChunkPart, type ChunkWriter } from '../chunk-runner';
 import { runCopyIn, type CopyIn } from '../cms/copy-in';
 import { insertRowsCopy } from '../cms/row-writes';
 import { JobInputError } from '../errors';
+import { nextTurn } from '../lines';
 import type { Processor, ProcessorContext } from '../processor';
 import { classify, collapseUpserts, type Classified } from './classify';
 import type { importPayload } from './definition';
@@ -184,7 +184,7 @@ async function takeChunk(source: RowSource, maxRows: number): Promise<Taken> {
   let bytes = 0;
   let eof = false;
   while (records.length < maxRows && bytes < MAX_CHUNK_BYTES) {
-    if (records.length % PARSE_SLICE === PARSE_SLICE - 1) await new Promise((r) => setImmediate(r));
+    if (records.length % PARSE_SLICE === PARSE_SLICE - 1) await nextTurn();
     const r = await source.next();
     if (!r) {
       eof = true;

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { uuidv7 } from '@platform/db';
+import { nextTurn } from '../lines';
 import { copyValue, type CopyIn } from './copy-in';
 
 /**
@@ -39,7 +40,7 @@ export async function insertRowsStatement(table: { id: string; teamId: string },
   const identifiers = new Array<string | null>(rows.length);
   const data: string[] = [];
   for (let from = 0; from < rows.length; from += ENCODE_SLICE) {
-    if (from > 0) await new Promise((r) => setImmediate(r));
+    if (from > 0) await nextTurn();
     const slice = rows.slice(from, from + ENCODE_SLICE);
     slice.forEach((r, i) => {
       ids[from + i] = uuidv7();
@@ -64,7 +65,7 @@ export async function insertRowsCopy(table: { id: string; teamId: string }, rows
   const parts: string[] = [];
   const fixed = `\t${table.id}\t${table.teamId}\t`;
   for (let from = 0; from < rows.length; from += ENCODE_SLICE) {
-    if (from > 0) await new Promise((r) => setImmediate(r));
+    if (from > 0) await nextTurn();
     let text = '';
     for (const r of rows.slice(from, from + ENCODE_SLICE)) {
       const id = uuidv7();
