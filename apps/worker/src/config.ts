@@ -42,7 +42,7 @@ const schema = z
     WORKER_CHUNK_MAX: int(10_000),
     /**
      * `always`: import, bulk-write and publish chunks are written in parts, and a chunk is cut short after
-     * a part when one more would take it past 75% of WORKER_CHUNK_BUDGET_MS (the parts left commit
+     * a part when one more would take it past 50% of WORKER_CHUNK_BUDGET_MS (the parts left commit
      * as the next chunk). `shared`: only for a run beside other runs of its process; a run alone
      * writes whole chunks, uncut (fewer statements: a faster lone import, a longer tail).
      */

@@ -167,6 +167,7 @@ export class JobRun<C = unknown> {
     const client = await this.database.pool.connect();
     // The transaction's time, from BEGIN: waiting for a pooled connection holds no lock.
     const started = performance.now();
+    const writes = !!(chunk.write || chunk.parts);
     let cancelRequested = false;
     let release: ((err?: Error) => void) | undefined = client.release.bind(client);
     try {
@@ -180,18 +181,11 @@ export class JobRun<C = unknown> {
         // ends the job commits synchronously, which flushes every chunk committed before it.
         const async = this.opts.asyncCommit?.() ? '; set local synchronous_commit = off' : '';
         const opening = `begin; set local lock_timeout = ${Math.trunc(this.opts.lockTimeoutMs)}; set local statement_timeout = ${Math.trunc(this.opts.statementTimeoutMs)}${async}`;
-        const writes = !!(chunk.write || chunk.parts);
         // Sent with the chunk's first COPY when it opens with one: a busy event loop delayed the
         // answer to a BEGIN of its own by up to 100 ms, the transaction open meanwhile.
         const deferred = writes && !!chunk.opensWithCopy;
         if (!deferred) await client.query(opening);
-        let writer: ChunkWriter | undefined;
-        if (writes) {
-          const w: ChunkWriter = { db: undefined as unknown as Db, client, opening: deferred ? opening : undefined };
-          if (deferred) w.client = openingFirst(client, w);
-          w.db = drizzle(w.client, { schema });
-          writer = w;
-        }
+        const writer = writes ? chunkWriter(client, deferred ? opening : undefined) : undefined;
         const split = (this.opts.split?.() ?? true) && this.worthSplitting(chunk);
         const parts = chunk.parts && (split || !chunk.write) ? chunk.parts : [];
         if (chunk.write && parts.length === 0) await chunk.write(writer!);
@@ -242,7 +236,7 @@ export class JobRun<C = unknown> {
     const took = performance.now() - started;
     this.longestChunkMs = Math.max(this.longestChunkMs, took);
     this.unsettled = { seq: this.chunkSeq, ms: Math.round(took) };
-    if (chunk.write || chunk.parts) this.opts.sizer?.observe(end.rows, took);
+    if (writes) this.opts.sizer?.observe(end.rows, took);
     this.boundary(cancelRequested);
     return end;
   }
@@ -362,6 +356,17 @@ export class JobRun<C = unknown> {
     if (f.action === 'kill') process.kill(process.pid, 'SIGKILL');
     throw new InjectedFault(`injected fault inside chunk ${f.atChunk}`);
   }
+}
+
+/**
+ * What a chunk's writes get: its connection, and Drizzle on it. With `opening` (statements not
+ * sent yet that open the transaction), the connection is `openingFirst`'s.
+ */
+function chunkWriter(client: pg.PoolClient, opening?: string): ChunkWriter {
+  const w = { client, opening } as ChunkWriter;
+  if (opening !== undefined) w.client = openingFirst(client, w);
+  w.db = drizzle(w.client, { schema });
+  return w;
 }
 
 /**

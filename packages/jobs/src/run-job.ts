@@ -189,8 +189,6 @@ export async function runBullJob(
     return { outcome: 'completed', result };
   } catch (err) {
     return await onRunError(err, job, token, row, run, deps, end);
-  } finally {
-    await run.settleTimeline();
   }
 }
 
