@@ -1,9 +1,8 @@
 import { rmSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { to as copyTo } from 'pg-copy-streams';
 import { exportPageCopySql } from '../../packages/db/src/queries/cms-export';
-import { ExportRecords } from '../../packages/jobs/src/cms-export/format';
+import { CopyRecords } from '../../packages/jobs/src/cms-export/copy-records';
 import type { TeamClient } from '../lib/api';
 import {
   appPid,
@@ -146,8 +145,9 @@ async function measurePages(ctx: BenchContext, tableId: string, teamId: string, 
       let after: string | null = null;
       let total = 0;
       for (;;) {
-        const records = new ExportRecords(as);
-        await pipeline(client.query(copyTo(sqlFor(after))), new Writable({ write: (c: Buffer, _e, cb) => (records.push(c), cb()) }));
+        const records = new CopyRecords(sqlFor(after), as);
+        client.query(records.submittable());
+        await pipeline(records, new Writable({ write: (_c: Buffer, _e, cb) => cb() }));
         total += records.rows;
         if (records.rows < pageRows) break;
         after = records.lastId;

@@ -92,11 +92,15 @@ export function exportPageCopySql(p: ExportPage): string {
     ];
     return `copy (select ${parts.join(' || ')} from cms_rows r ${page}) to stdout (format csv, delimiter E'\\x01', quote E'\\x02')`;
   }
-  const cells = p.fields.map((f) =>
-    f.type === 'json' ? `nullif((${value(f)})::text, 'null')` : neutralised(`(${src}->>${textLiteral(f.name)})`, `jsonb_typeof(${value(f)}) = 'string'`),
+  // Each value is taken out of the JSON once, in a lateral subquery that `offset 0` keeps from
+  // being folded back into the expressions (where the neutralising test would extract it again).
+  const picked = p.fields.map((f, i) => (f.type === 'json' ? `(${value(f)})::text as c${i}` : `${src}->>${textLiteral(f.name)} as c${i}`));
+  const cells = p.fields.map((f, i) =>
+    f.type === 'json' ? `nullif(x.c${i}, 'null')` : neutralised(`x.c${i}`, `jsonb_typeof(${value(f)}) = 'string'`),
   );
   const columns = ['r.id', neutralised('r.identifier', 'true'), ...cells].join(', ');
-  return `copy (select ${columns} from cms_rows r ${page}) to stdout (format csv)`;
+  const from = picked.length > 0 ? `cms_rows r cross join lateral (select ${picked.join(', ')} offset 0) x` : 'cms_rows r';
+  return `copy (select ${columns} from ${from} ${page}) to stdout (format csv)`;
 }
 
 /** How many rows an export covers when it starts (its `progress.total`). */

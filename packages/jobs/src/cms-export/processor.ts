@@ -1,6 +1,5 @@
 import { Readable } from 'node:stream';
 import type pg from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
 import type { z } from 'zod';
 import { countExportRows, exportPageCopySql, getCmsTable, type CmsField, type ExportFilter } from '@platform/db';
 import type { BlobStore } from '../blob-store';
@@ -8,7 +7,8 @@ import { runChunks, type Chunk, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
 import type { Processor } from '../processor';
 import type { exportPayload } from './definition';
-import { csvHeader, ExportRecords } from './format';
+import { CopyRecords } from './copy-records';
+import { csvHeader } from './format';
 
 type Payload = z.infer<typeof exportPayload>;
 type Format = Payload['format'];
@@ -88,15 +88,14 @@ function pagePlanner(
     if (exhausted) return null;
     // The CSV header goes with the first page (alone, for an empty table).
     const header = cp.bytes === 0 && format === 'csv' ? Buffer.from(csvHeader(fields), 'utf8') : undefined;
-    const records = new ExportRecords(format);
     const sql = exportPageCopySql({ ...filter, fields, format, limit: pageRows, afterId: cp.lastId });
+    const records = new CopyRecords(sql, format);
 
     const last = cp.segments.at(-1);
     const own = last?.lease === run.lease ? last : undefined;
     const offset = own?.bytes ?? 0;
     // Streamed to this run's part file at its committed length, cutting off anything after it.
-    const { size } = await blobs.writeAt(partKey(run.jobId, run.lease), offset, copyOut(reader, sql, records, header));
-    if (!records.complete) throw new Error('the export page ended inside a record');
+    const { size } = await blobs.writeAt(partKey(run.jobId, run.lease), offset, copyOut(reader, records, header));
     exhausted = records.rows < pageRows;
     if (records.rows === 0 && !header) return null;
     const written = size - offset;
@@ -119,23 +118,23 @@ function pagePlanner(
 }
 
 /**
- * The output of one COPY … TO STDOUT, through `records`, after an optional header. The connection
- * is held only while the page streams; one left mid-COPY (the writer failed) is closed, not reused.
+ * The output of one COPY … TO STDOUT (`records`) as the export's bytes, after an optional header.
+ * The connection is held only while the page streams; one left mid-COPY (the writer failed) is
+ * closed, not reused.
  */
-async function* copyOut(pool: pg.Pool, sql: string, records: ExportRecords, header?: Buffer): AsyncGenerator<Buffer> {
+async function* copyOut(pool: pg.Pool, records: CopyRecords, header?: Buffer): AsyncGenerator<Buffer> {
   if (header) yield header;
   const client = await pool.connect();
   let failure: Error | undefined;
-  let stream: ReturnType<typeof copyTo> | undefined;
   try {
-    stream = client.query(copyTo(sql));
-    for await (const chunk of stream as AsyncIterable<Buffer>) yield records.push(chunk);
+    client.query(records.submittable());
+    for await (const chunk of records as AsyncIterable<Buffer>) yield chunk;
   } catch (err) {
     failure = err as Error;
     throw err;
   } finally {
-    if (!failure && !stream?.readableEnded) failure = new Error('the export page was not read to its end');
-    if (failure) stream?.destroy();
+    if (!failure && !records.readableEnded) failure = new Error('the export page was not read to its end');
+    if (failure) records.destroy();
     client.release(failure);
   }
 }
