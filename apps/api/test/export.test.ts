@@ -127,6 +127,10 @@ describe('CMS exports end to end', () => {
     const job = await finished(res.json().id);
     expect(job.status).toBe('completed');
     expect(job.progress).toEqual({ done: cases.length, total: cases.length });
+    // Pages of 5 rows, read one after another into one checkpoint each half second: fewer chunks than pages.
+    const chunks = await t.database.pool.query<{ n: number }>('select count(*)::int as n from job_chunks where job_id = $1 and rows > 0', [job.id]);
+    expect(cases.length).toBeGreaterThan(10);
+    expect(chunks.rows[0]!.n).toBeLessThan(Math.ceil(cases.length / 5));
 
     const byIdent = new Map(cases.map((c) => [c.identifier, c.csv]));
     const rows = await rowsInIdOrder();

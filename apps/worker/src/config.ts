@@ -49,6 +49,8 @@ const schema = z
     WORKER_CHUNK_PARTS: z.enum(['always', 'shared']).default('always'),
     /** Rows per export page: a page is read outside any transaction, so no chunk budget bounds it. */
     WORKER_EXPORT_PAGE_ROWS: int(20_000),
+    /** An export reads pages for this long, then syncs its file and commits one checkpoint for them. */
+    WORKER_EXPORT_CHUNK_MS: int(500),
     /** A run holds a slot at least this long before yielding to another team's waiting job. */
     WORKER_TIME_SLICE_MS: int(1_000),
     WORKER_PRESSURE_PAUSE_MS: int(200),
@@ -123,6 +125,7 @@ const schema = z
       chunkMax: c.WORKER_CHUNK_MAX,
       chunkParts: c.WORKER_CHUNK_PARTS,
       exportPageRows: c.WORKER_EXPORT_PAGE_ROWS,
+      exportChunkMs: c.WORKER_EXPORT_CHUNK_MS,
       timeSliceMs: c.WORKER_TIME_SLICE_MS,
       pressurePauseMs: c.WORKER_PRESSURE_PAUSE_MS,
       pressureMemoryMs: c.WORKER_PRESSURE_MEMORY_MS,

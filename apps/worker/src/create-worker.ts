@@ -184,6 +184,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     owner,
     chunkSize: config.chunkSize,
     exportPageRows: config.exportPageRows,
+    exportChunkMs: config.exportChunkMs,
     blockedRetryMs: config.blockedRetryMs,
     dbOutageGraceMs: config.dbOutageGraceMs,
     processors,

@@ -21,6 +21,7 @@ const workers = workerProcesses(() => ({
   WORKER_QUEUES: 'cms-export',
   WORKER_CHUNK_SIZE: String(PAGE),
   WORKER_EXPORT_PAGE_ROWS: String(PAGE),
+  WORKER_EXPORT_CHUNK_MS: '1', // one page per chunk (a page takes longer): the kill lands between two pages
 }));
 const startWorker = workers.start;
 

@@ -23,6 +23,8 @@ export interface ProcessorContext<P> {
   chunkSize: number;
   /** Rows per page of a read-only pass (an export's keyset pages, read outside any transaction). */
   pageRows: number;
+  /** How long a read-only pass reads pages before it checkpoints them (one sync, one commit). */
+  pageChunkMs: number;
   /** Call when the run's chunks change kind (another pass, other work per row): sizing starts over. */
   restartChunkSizing(): void;
   /**

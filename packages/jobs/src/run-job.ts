@@ -35,6 +35,8 @@ export interface RunnerDeps {
   chunkSize: number;
   /** Rows per page of a read-only pass (exports), which no transaction bounds. */
   exportPageRows?: number;
+  /** How long an export reads pages before it checkpoints them (default 500 ms). */
+  exportChunkMs?: number;
   /** How long a job waits before asking again when an earlier job holds its table. */
   blockedRetryMs: number;
   /**
@@ -175,6 +177,7 @@ export async function runBullJob(
         return hooks.sizer?.size ?? deps.chunkSize;
       },
       pageRows: deps.exportPageRows ?? deps.chunkSize,
+      pageChunkMs: deps.exportChunkMs ?? 500,
       restartChunkSizing: () => hooks.sizer?.reset(),
       alone: () => hooks.alone?.() ?? true,
     });

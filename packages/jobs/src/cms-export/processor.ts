@@ -40,7 +40,7 @@ const partKey = (jobId: string, lease: number) => `exports/parts/${jobId}.${leas
 /**
  * `cms.export`: keyset pages of the table, each a `COPY … TO STDOUT` that PostgreSQL formats as
  * the export's own CSV or NDJSON (reads outside any transaction, on the replica when one is
- * configured), streamed into a part file, one checkpoint-only chunk per page. The part file is
+ * configured), streamed into a part file, one checkpoint-only chunk per `pageChunkMs` of pages. The part file is
  * written before the checkpoint that names its length is committed; bytes past that length (a
  * crash between the two) are ignored by the next run, which writes its own part file from the
  * committed row on. At the end the committed prefixes become `exports/<jobId>.<format>`.
@@ -65,7 +65,7 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
     await run.commit({ checkpoint: cp, done: 0, total: cp.total, rows: 0 });
   }
   if (cp.phase === 'pages') {
-    const paged = await runChunks<Checkpoint>(run, cp, pagePlanner(run, blobs, reader, filter, table.fields, payload.format, ctx.pageRows));
+    const paged = await runChunks<Checkpoint>(run, cp, pagePlanner(run, blobs, reader, filter, table.fields, payload.format, ctx.pageRows, ctx.pageChunkMs));
     // Committing the end of the pages fences out a stale run before it could build the file.
     cp = { ...paged, phase: 'finalize' };
     await run.commit({ checkpoint: cp, done: cp.rows, total: cp.total, rows: 0 });
@@ -82,29 +82,40 @@ function pagePlanner(
   fields: readonly CmsField[],
   format: Format,
   pageRows: number,
+  chunkMs: number,
 ): (cp: Checkpoint) => Promise<Chunk<Checkpoint> | null> {
   let exhausted = false;
   return async (cp) => {
     if (exhausted) return null;
     // The CSV header goes with the first page (alone, for an empty table).
     const header = cp.bytes === 0 && format === 'csv' ? Buffer.from(csvHeader(fields), 'utf8') : undefined;
-    const sql = exportPageCopySql({ ...filter, fields, format, limit: pageRows, afterId: cp.lastId });
-    const records = new CopyRecords(sql, format);
-
     const last = cp.segments.at(-1);
     const own = last?.lease === run.lease ? last : undefined;
     const offset = own?.bytes ?? 0;
-    // Streamed to this run's part file at its committed length, cutting off anything after it.
-    const { size } = await blobs.writeAt(partKey(run.jobId, run.lease), offset, copyOut(reader, records, header));
-    exhausted = records.rows < pageRows;
-    if (records.rows === 0 && !header) return null;
+    let rows = 0;
+    let lastId = cp.lastId;
+    // Pages one after the other for up to `chunkMs` (at least one), streamed to this run's part file at its
+    // committed length (cutting off anything after it): one sync and one checkpoint for them all.
+    const started = performance.now();
+    async function* pages(): AsyncGenerator<Buffer> {
+      if (header) yield header;
+      do {
+        const records = new CopyRecords(exportPageCopySql({ ...filter, fields, format, limit: pageRows, afterId: lastId }), format);
+        yield* copyOut(reader, records);
+        rows += records.rows;
+        lastId = records.lastId ?? lastId;
+        exhausted = records.rows < pageRows;
+      } while (!exhausted && performance.now() - started < chunkMs);
+    }
+    const { size } = await blobs.writeAt(partKey(run.jobId, run.lease), offset, pages());
+    if (rows === 0 && !header) return null;
     const written = size - offset;
-    const done = cp.rows + records.rows;
+    const done = cp.rows + rows;
     const total = Math.max(cp.total, done);
     return {
       checkpoint: {
         phase: 'pages',
-        lastId: records.lastId ?? cp.lastId,
+        lastId,
         bytes: cp.bytes + written,
         rows: done,
         total,
@@ -112,18 +123,17 @@ function pagePlanner(
       },
       done,
       total,
-      rows: records.rows,
+      rows,
     };
   };
 }
 
 /**
- * The output of one COPY … TO STDOUT (`records`) as the export's bytes, after an optional header.
+ * The output of one COPY … TO STDOUT (`records`) as the export's bytes.
  * The connection is held only while the page streams; one left mid-COPY (the writer failed) is
  * closed, not reused.
  */
-async function* copyOut(pool: pg.Pool, records: CopyRecords, header?: Buffer): AsyncGenerator<Buffer> {
-  if (header) yield header;
+async function* copyOut(pool: pg.Pool, records: CopyRecords): AsyncGenerator<Buffer> {
   const client = await pool.connect();
   let failure: Error | undefined;
   try {
