@@ -51,6 +51,8 @@ const schema = z
     WORKER_EXPORT_PAGE_ROWS: int(20_000),
     /** An export reads pages for this long, then syncs its file and commits one checkpoint for them. */
     WORKER_EXPORT_CHUNK_MS: int(500),
+    /** An export cuts its rows into this many id ranges, read side by side while it has its worker to itself. */
+    WORKER_EXPORT_READERS: int(2),
     /** A run holds a slot at least this long before yielding to another team's waiting job. */
     WORKER_TIME_SLICE_MS: int(1_000),
     WORKER_PRESSURE_PAUSE_MS: int(200),
@@ -126,6 +128,7 @@ const schema = z
       chunkParts: c.WORKER_CHUNK_PARTS,
       exportPageRows: c.WORKER_EXPORT_PAGE_ROWS,
       exportChunkMs: c.WORKER_EXPORT_CHUNK_MS,
+      exportReaders: c.WORKER_EXPORT_READERS,
       timeSliceMs: c.WORKER_TIME_SLICE_MS,
       pressurePauseMs: c.WORKER_PRESSURE_PAUSE_MS,
       pressureMemoryMs: c.WORKER_PRESSURE_MEMORY_MS,

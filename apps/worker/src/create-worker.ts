@@ -185,6 +185,7 @@ export async function startWorker(config: WorkerConfig, log: PinoLogger): Promis
     chunkSize: config.chunkSize,
     exportPageRows: config.exportPageRows,
     exportChunkMs: config.exportChunkMs,
+    exportReaders: config.exportReaders,
     blockedRetryMs: config.blockedRetryMs,
     dbOutageGraceMs: config.dbOutageGraceMs,
     processors,

@@ -25,6 +25,8 @@ export interface ProcessorContext<P> {
   pageRows: number;
   /** How long a read-only pass reads pages before it checkpoints them (one sync, one commit). */
   pageChunkMs: number;
+  /** Id ranges a read-only pass is cut into, read side by side while the run is `alone()`. */
+  pageReaders: number;
   /** Call when the run's chunks change kind (another pass, other work per row): sizing starts over. */
   restartChunkSizing(): void;
   /**

@@ -37,6 +37,8 @@ export interface RunnerDeps {
   exportPageRows?: number;
   /** How long an export reads pages before it checkpoints them (default 500 ms). */
   exportChunkMs?: number;
+  /** Id ranges an export is cut into, read side by side while the run is alone in its process (default 2). */
+  exportReaders?: number;
   /** How long a job waits before asking again when an earlier job holds its table. */
   blockedRetryMs: number;
   /**
@@ -178,6 +180,7 @@ export async function runBullJob(
       },
       pageRows: deps.exportPageRows ?? deps.chunkSize,
       pageChunkMs: deps.exportChunkMs ?? 500,
+      pageReaders: deps.exportReaders ?? 2,
       restartChunkSizing: () => hooks.sizer?.reset(),
       alone: () => hooks.alone?.() ?? true,
     });

@@ -41,15 +41,17 @@ function neutralised(t: string, isText: string): string {
 
 /**
  * The rows an export covers, as SQL over `cms_rows r` (inlined: COPY takes no parameters), after
- * `afterId` when given. Same rows as `listRows` lists: soft-deleted rows are never exported.
+ * `afterId` and up to `upTo` (inclusive) when given. Same rows as `listRows` lists: soft-deleted
+ * rows are never exported.
  */
-function exportWhere(f: ExportFilter, afterId?: string | null): string {
+function exportWhere(f: ExportFilter, afterId?: string | null, upTo?: string | null): string {
   return [
     `r.table_id = ${uuidLiteral(f.tableId)}`,
     `r.team_id = ${uuidLiteral(f.teamId)}`,
     'r.deleted_at is null',
     ...(f.published ? ['r.data is not null'] : []),
     ...(afterId ? [`r.id > ${uuidLiteral(afterId)}`] : []),
+    ...(upTo ? [`r.id <= ${uuidLiteral(upTo)}`] : []),
   ].join(' and ');
 }
 
@@ -60,6 +62,8 @@ export interface ExportPage extends ExportFilter {
   limit: number;
   /** Keyset cursor: the page starts after this row id. */
   afterId?: string | null;
+  /** The page ends at this row id at the latest (the end of a range of the export). */
+  upTo?: string | null;
 }
 
 /**
@@ -81,7 +85,7 @@ export interface ExportPage extends ExportFilter {
 export function exportPageCopySql(p: ExportPage): string {
   if (!Number.isSafeInteger(p.limit) || p.limit < 1) throw new Error(`invalid page size ${p.limit}`);
   const src = p.published ? 'r.data' : 'r.draft_data';
-  const page = `where ${exportWhere(p, p.afterId)} order by r.id limit ${p.limit}`;
+  const page = `where ${exportWhere(p, p.afterId, p.upTo)} order by r.id limit ${p.limit}`;
   const value = (f: CmsField) => `${src}->${textLiteral(f.name)}`;
 
   if (p.format === 'ndjson') {
@@ -103,8 +107,36 @@ export function exportPageCopySql(p: ExportPage): string {
   return `copy (select ${columns} from ${from} ${page}) to stdout (format csv)`;
 }
 
-/** How many rows an export covers when it starts (its `progress.total`). */
-export async function countExportRows(db: DbOrTx, f: ExportFilter): Promise<number> {
-  const r = await db.execute<{ n: number }>(sql.raw(`select count(*)::int as n from cms_rows r where ${exportWhere(f)}`));
-  return r.rows[0]?.n ?? 0;
+/**
+ * What an export covers when it starts: how many rows (its `progress.total`), and `parts - 1`
+ * row ids that cut the id span into `parts` ranges to be read side by side. The cuts are spread
+ * evenly between the first and the last id as 128-bit numbers: row ids are UUIDv7, so rows written
+ * at a steady pace (an import) fall evenly into the ranges. An uneven spread is only slower; every
+ * row is in exactly one range whatever the cuts.
+ */
+export async function exportExtent(db: DbOrTx, f: ExportFilter, parts: number): Promise<{ rows: number; cuts: string[] }> {
+  const where = exportWhere(f);
+  const r = await db.execute<{ n: number; first: string | null; last: string | null }>(
+    sql.raw(
+      `select (select count(*)::int from cms_rows r where ${where}) as n,
+              (select r.id::text from cms_rows r where ${where} order by r.id limit 1) as first,
+              (select r.id::text from cms_rows r where ${where} order by r.id desc limit 1) as last`,
+    ),
+  );
+  const { n = 0, first = null, last = null } = r.rows[0] ?? {};
+  return { rows: n, cuts: first && last ? idCuts(first, last, parts) : [] };
+}
+
+/** `parts - 1` ids evenly between `first` and `last` (as 128-bit numbers), increasing and distinct, each ≥ first and < last. */
+export function idCuts(first: string, last: string, parts: number): string[] {
+  const lo = BigInt(`0x${first.replaceAll('-', '')}`);
+  const hi = BigInt(`0x${last.replaceAll('-', '')}`);
+  const cuts: string[] = [];
+  for (let i = 1; i < parts; i++) {
+    const at = lo + ((hi - lo) * BigInt(i)) / BigInt(parts);
+    if (at >= hi || (cuts.length > 0 && at <= BigInt(`0x${cuts.at(-1)!.replaceAll('-', '')}`))) continue;
+    const h = at.toString(16).padStart(32, '0');
+    cuts.push(`${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`);
+  }
+  return cuts;
 }

@@ -1,7 +1,6 @@
-import { Readable } from 'node:stream';
 import type pg from 'pg';
 import type { z } from 'zod';
-import { countExportRows, exportPageCopySql, getCmsTable, type CmsField, type ExportFilter } from '@platform/db';
+import { exportExtent, exportPageCopySql, getCmsTable, type CmsField, type ExportFilter } from '@platform/db';
 import type { BlobStore } from '../blob-store';
 import { runChunks, type Chunk, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
@@ -13,47 +12,82 @@ import { csvHeader } from './format';
 type Payload = z.infer<typeof exportPayload>;
 type Format = Payload['format'];
 
-/** The bytes one run wrote into its own part file, as committed. */
+/** The bytes one run wrote into its own part file of a range, as committed. */
 interface Segment {
   lease: number;
   bytes: number;
 }
 
+/** A span of row ids, read in keyset pages into part files of its own. */
+interface Range {
+  /** The range's last row id (inclusive); null for the last range. */
+  upTo: string | null;
+  /** Keyset cursor: the last row id written, or before the first page the range's (exclusive) start. */
+  lastId: string | null;
+  rows: number;
+  /** Every row of the range is written. */
+  done: boolean;
+  /** The range's bytes, in order: a prefix of each listed run's part file. */
+  segments: Segment[];
+}
+
 interface Checkpoint {
   /** `finalize` once every page is committed: what is left is building the file. */
   phase: 'pages' | 'finalize';
-  /** Id of the last row written (keyset cursor). */
-  lastId: string | null;
-  /** Committed bytes of the whole file, over all segments. */
+  /** Committed bytes of the whole file, over all ranges. */
   bytes: number;
   rows: number;
   /** Rows the export covered when it started (more may be written if rows were added since). */
   total: number;
-  /** The file, in order: a prefix of each listed run's part file. */
+  /** In id order: the file is their bytes one after the other. */
+  ranges: Range[];
+}
+
+/** The checkpoint of an export started before ranges: one cursor and one list of segments. */
+interface OneRangeCheckpoint {
+  phase: 'pages' | 'finalize';
+  lastId: string | null;
+  bytes: number;
+  rows: number;
+  total: number;
   segments: Segment[];
 }
 
+/** A checkpoint as this code reads it, whichever version wrote it. */
+function current(cp: Checkpoint | OneRangeCheckpoint): Checkpoint {
+  if ('ranges' in cp) return cp;
+  const { phase, lastId, bytes, rows, total, segments } = cp;
+  return { phase, bytes, rows, total, ranges: [{ upTo: null, lastId, rows, done: phase === 'finalize', segments }] };
+}
+
 export const exportBlobKey = (jobId: string, format: Format) => `exports/${jobId}.${format}`;
-/** Each run (lease) writes its own part file: a stale run that wakes up can only touch its own. */
-const partKey = (jobId: string, lease: number) => `exports/parts/${jobId}.${lease}.part`;
+/**
+ * Each run (lease) writes part files of its own, one per range: a stale run that wakes up can only
+ * touch its own. (Range 0 keeps the name part files had before ranges.)
+ */
+const partKey = (jobId: string, range: number, lease: number) =>
+  range === 0 ? `exports/parts/${jobId}.${lease}.part` : `exports/parts/${jobId}.${lease}.r${range}.part`;
 
 /**
  * `cms.export`: keyset pages of the table, each a `COPY … TO STDOUT` that PostgreSQL formats as
  * the export's own CSV or NDJSON (reads outside any transaction, on the replica when one is
- * configured), streamed into a part file, one checkpoint-only chunk per `pageChunkMs` of pages. The part file is
- * written before the checkpoint that names its length is committed; bytes past that length (a
- * crash between the two) are ignored by the next run, which writes its own part file from the
- * committed row on. At the end the committed prefixes become `exports/<jobId>.<format>`.
+ * configured), streamed into part files, with one checkpoint-only chunk per `pageChunkMs` of
+ * pages. The rows are cut into `pageReaders` ranges of ids; while the export has its worker to
+ * itself, the ranges are read side by side (one connection each), otherwise one after the other.
+ * A part file is written before the checkpoint that names its length is committed; bytes past
+ * that length (a crash between the two) are ignored by the next run, which writes its own part
+ * files from the committed rows on. At the end the committed prefixes, range after range, become
+ * `exports/<jobId>.<format>`.
  */
 export const exportProcessor: Processor<Payload> = async (ctx) => {
   const { payload, run, blobs, jobId, teamId } = ctx;
   const table = await getCmsTable(ctx.database.db, payload.tableId, teamId);
   if (!table) throw new JobInputError('the CMS table no longer exists', 'not_found');
-  const reader = (ctx.replicaDatabase ?? ctx.database).pool;
+  const reader = ctx.replicaDatabase ?? ctx.database;
   const filter: ExportFilter = { tableId: table.id, teamId, published: payload.published };
   const finalKey = exportBlobKey(jobId, payload.format);
 
-  let cp = run.checkpoint as Checkpoint | null;
+  let cp = run.checkpoint ? current(run.checkpoint as Checkpoint | OneRangeCheckpoint) : null;
   if (cp && !(await resumable(blobs, jobId, finalKey, cp))) {
     // The blob store lost a part file (another disk, a cleanup): the checkpoint names bytes that
     // are gone, so the only exact export left is a new one.
@@ -61,11 +95,15 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
     cp = null;
   }
   if (!cp) {
-    cp = { phase: 'pages', lastId: null, bytes: 0, rows: 0, total: await countExportRows((ctx.replicaDatabase ?? ctx.database).db, filter), segments: [] };
+    const extent = await exportExtent(reader.db, filter, ctx.pageReaders);
+    const starts = [null, ...extent.cuts];
+    const ranges = starts.map((start, i): Range => ({ upTo: extent.cuts[i] ?? null, lastId: start, rows: 0, done: false, segments: [] }));
+    cp = { phase: 'pages', bytes: 0, rows: 0, total: extent.rows, ranges };
     await run.commit({ checkpoint: cp, done: 0, total: cp.total, rows: 0 });
   }
   if (cp.phase === 'pages') {
-    const paged = await runChunks<Checkpoint>(run, cp, pagePlanner(run, blobs, reader, filter, table.fields, payload.format, ctx.pageRows, ctx.pageChunkMs));
+    const planner = pagePlanner(run, blobs, reader.pool, filter, table.fields, payload.format, ctx.pageRows, ctx.pageChunkMs, () => ctx.alone());
+    const paged = await runChunks<Checkpoint>(run, cp, planner);
     // Committing the end of the pages fences out a stale run before it could build the file.
     cp = { ...paged, phase: 'finalize' };
     await run.commit({ checkpoint: cp, done: cp.rows, total: cp.total, rows: 0 });
@@ -83,48 +121,58 @@ function pagePlanner(
   format: Format,
   pageRows: number,
   chunkMs: number,
+  sideBySide: () => boolean,
 ): (cp: Checkpoint) => Promise<Chunk<Checkpoint> | null> {
-  let exhausted = false;
-  return async (cp) => {
-    if (exhausted) return null;
-    // The CSV header goes with the first page (alone, for an empty table).
-    const header = cp.bytes === 0 && format === 'csv' ? Buffer.from(csvHeader(fields), 'utf8') : undefined;
-    const last = cp.segments.at(-1);
+  /**
+   * Pages of range `i` one after the other for up to `chunkMs` (at least one), streamed to this
+   * run's part file of the range at its committed length, cutting off anything after it.
+   */
+  const readRange = async (i: number, range: Range, header: Buffer | undefined) => {
+    const last = range.segments.at(-1);
     const own = last?.lease === run.lease ? last : undefined;
     const offset = own?.bytes ?? 0;
     let rows = 0;
-    let lastId = cp.lastId;
-    // Pages one after the other for up to `chunkMs` (at least one), streamed to this run's part file at its
-    // committed length (cutting off anything after it): one sync and one checkpoint for them all.
+    let lastId = range.lastId;
+    let done = false;
     const started = performance.now();
     async function* pages(): AsyncGenerator<Buffer> {
       if (header) yield header;
       do {
-        const records = new CopyRecords(exportPageCopySql({ ...filter, fields, format, limit: pageRows, afterId: lastId }), format);
+        const sql = exportPageCopySql({ ...filter, fields, format, limit: pageRows, afterId: lastId, upTo: range.upTo });
+        const records = new CopyRecords(sql, format);
         yield* copyOut(reader, records);
         rows += records.rows;
         lastId = records.lastId ?? lastId;
-        exhausted = records.rows < pageRows;
-      } while (!exhausted && performance.now() - started < chunkMs);
+        done = records.rows < pageRows;
+      } while (!done && performance.now() - started < chunkMs);
     }
-    const { size } = await blobs.writeAt(partKey(run.jobId, run.lease), offset, pages());
-    if (rows === 0 && !header) return null;
-    const written = size - offset;
+    const { size } = await blobs.writeAt(partKey(run.jobId, i, run.lease), offset, pages());
+    const segments = size > offset ? [...(own ? range.segments.slice(0, -1) : range.segments), { lease: run.lease, bytes: size }] : range.segments;
+    return { range: { ...range, lastId, rows: range.rows + rows, done, segments }, rows, written: size - offset };
+  };
+
+  return async (cp) => {
+    const open = cp.ranges.flatMap((r, i) => (r.done ? [] : [i]));
+    if (open.length === 0) return null;
+    // Beside other jobs of its process, one range at a time: the one connection its slot stands for.
+    const now = sideBySide() ? open : open.slice(0, 1);
+    // The CSV header goes first in range 0's part file, with its first page (alone, for an empty table).
+    const header = cp.bytes === 0 && format === 'csv' ? Buffer.from(csvHeader(fields), 'utf8') : undefined;
+    const settled = await Promise.allSettled(now.map((i) => readRange(i, cp.ranges[i]!, i === 0 ? header : undefined)));
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const ranges = [...cp.ranges];
+    let rows = 0;
+    let written = 0;
+    settled.forEach((r, k) => {
+      if (r.status !== 'fulfilled') return;
+      ranges[now[k]!] = r.value.range;
+      rows += r.value.rows;
+      written += r.value.written;
+    });
     const done = cp.rows + rows;
     const total = Math.max(cp.total, done);
-    return {
-      checkpoint: {
-        phase: 'pages',
-        lastId,
-        bytes: cp.bytes + written,
-        rows: done,
-        total,
-        segments: [...(own ? cp.segments.slice(0, -1) : cp.segments), { lease: run.lease, bytes: size }],
-      },
-      done,
-      total,
-      rows,
-    };
+    return { checkpoint: { phase: 'pages', bytes: cp.bytes + written, rows: done, total, ranges }, done, total, rows };
   };
 }
 
@@ -149,36 +197,43 @@ async function* copyOut(pool: pg.Pool, records: CopyRecords): AsyncGenerator<Buf
   }
 }
 
+/** Every committed part of the file, in order: range after range, segment after segment. */
+function committedParts(jobId: string, cp: Checkpoint): { key: string; bytes: number }[] {
+  return cp.ranges.flatMap((r, i) => r.segments.filter((s) => s.bytes > 0).map((s) => ({ key: partKey(jobId, i, s.lease), bytes: s.bytes })));
+}
+
 /** True when what the checkpoint names is still there: every part's committed prefix, or the finished file. */
 async function resumable(blobs: BlobStore, jobId: string, finalKey: string, cp: Checkpoint): Promise<boolean> {
   if (cp.phase === 'finalize' && (await blobs.size(finalKey)) === cp.bytes) return true;
-  for (const s of cp.segments) {
-    if (((await blobs.size(partKey(jobId, s.lease))) ?? -1) < s.bytes) return false;
+  for (const p of committedParts(jobId, cp)) {
+    if (((await blobs.size(p.key)) ?? -1) < p.bytes) return false;
   }
   return true;
 }
 
 /**
- * Builds `exports/<jobId>.<format>` from the committed prefixes, atomically (a rename, or a copy
- * to a temporary blob then a rename), and removes every run's part file. Idempotent: a run that
- * crashed half-way through finds the file already built, or builds it again.
+ * Builds `exports/<jobId>.<format>` from the committed prefixes: the other parts are appended to
+ * the first one's committed length (cutting off anything after it), which is then renamed, in one
+ * step, to the export's name; every run's part files are removed. Idempotent: a run that crashed
+ * half-way through finds the file already built, or the first part whole with the others still
+ * there, and appends them again.
  */
 async function finalize(blobs: BlobStore, jobId: string, lease: number, finalKey: string, cp: Checkpoint): Promise<void> {
   if ((await blobs.size(finalKey)) !== cp.bytes) {
-    const only = cp.segments.length === 1 ? cp.segments[0]! : undefined;
-    if (only && (await blobs.size(partKey(jobId, only.lease))) === only.bytes) {
-      // The usual case, no crash: one part file holding exactly the committed bytes.
-      await blobs.move(partKey(jobId, only.lease), finalKey);
+    const [first, ...rest] = committedParts(jobId, cp);
+    if (!first) {
+      await blobs.put(finalKey, Buffer.alloc(0));
     } else {
-      await blobs.put(finalKey, Readable.from(concatParts(blobs, jobId, cp.segments)));
+      await blobs.writeAt(first.key, first.bytes, concatParts(blobs, rest));
+      await blobs.move(first.key, finalKey);
     }
   }
   // Runs that committed nothing (killed on their first page) left part files the checkpoint does not name.
-  for (let l = 1; l <= lease; l++) await blobs.delete(partKey(jobId, l));
+  for (let i = 0; i < cp.ranges.length; i++) {
+    for (let l = 1; l <= lease; l++) await blobs.delete(partKey(jobId, i, l));
+  }
 }
 
-async function* concatParts(blobs: BlobStore, jobId: string, segments: readonly Segment[]): AsyncGenerator<Buffer> {
-  for (const s of segments) {
-    if (s.bytes > 0) yield* blobs.get(partKey(jobId, s.lease), { start: 0, end: s.bytes }) as AsyncIterable<Buffer>;
-  }
+async function* concatParts(blobs: BlobStore, parts: readonly { key: string; bytes: number }[]): AsyncGenerator<Buffer> {
+  for (const p of parts) yield* blobs.get(p.key, { start: 0, end: p.bytes }) as AsyncIterable<Buffer>;
 }
