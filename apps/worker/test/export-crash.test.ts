@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
@@ -111,9 +111,18 @@ describe('export resumes exactly after a crash', () => {
     expect(n).toBeGreaterThanOrEqual(6);
     expect(chunks.rows.map((c) => c.seq)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
     expect(chunks.rows.map((c) => c.lease)).toEqual([1, 1, ...Array.from({ length: n - 2 }, () => 2)]);
-    // The part files are gone; only the export is left.
+    // The part files are gone; the export is kept in four pieces (each range: a part of each run).
     const partsDir = path.join(t.blobDir, 'exports/parts');
     expect(existsSync(partsDir) ? readdirSync(partsDir) : []).toEqual([]);
+    expect(done.result.pieces).toHaveLength(4);
+    expect(done.result.pieces.reduce((a: number, b: number) => a + b, 0)).toBe(done.result.bytes);
+    const pieces = readdirSync(path.join(t.blobDir, 'exports')).filter((f) => f.startsWith(jobId)).sort();
+    expect(pieces).toEqual([`${jobId}.csv`, `${jobId}.csv.1`, `${jobId}.csv.2`, `${jobId}.csv.3`]);
+    // A piece lost (a cleanup, another disk): the download says the file is gone, not a short file.
+    rmSync(path.join(t.blobDir, 'exports', `${jobId}.csv.2`));
+    const lost = await api.inject({ method: 'GET', url: `/v1/jobs/${jobId}/download`, headers: bearer(token) });
+    expect(lost.statusCode).toBe(404);
+    expect(lost.json().error.code).toBe('not_found');
 
     w2.kill('SIGTERM');
     expect((await w2.exited).code).toBe(0);

@@ -9,7 +9,7 @@ export * from './errors';
 export { jsonDeeperThan, MAX_JSON_DEPTH, validateRowData, type FieldProblem } from './cms/row-data';
 export { bulkWriteJob, bulkOperationSchema, MAX_BULK_OPERATIONS, identifierSchema, MAX_IDENTIFIER_LENGTH, type BulkOperation } from './cms-bulk-write/definition';
 export { importJob } from './cms-import/definition';
-export { exportJob } from './cms-export/definition';
+export { exportJob, exportPieces, type ExportResult } from './cms-export/definition';
 export { publishJob } from './project-publish/definition';
 export { ConnectionBudget, type ConnectionBudgetOptions } from './connection-budget';
 export { readPressure, signalPressure } from './db-pressure';

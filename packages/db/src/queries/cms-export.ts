@@ -108,13 +108,10 @@ export function exportPageCopySql(p: ExportPage): string {
 }
 
 /**
- * What an export covers when it starts: how many rows (its `progress.total`), and `parts - 1`
- * row ids that cut the id span into `parts` ranges to be read side by side. The cuts are spread
- * evenly between the first and the last id as 128-bit numbers: row ids are UUIDv7, so rows written
- * at a steady pace (an import) fall evenly into the ranges. An uneven spread is only slower; every
- * row is in exactly one range whatever the cuts.
+ * What an export covers when it starts: how many rows (its `progress.total`), and its first and
+ * last row ids (null when it has no rows), between which `idCuts` cuts it into ranges.
  */
-export async function exportExtent(db: DbOrTx, f: ExportFilter, parts: number): Promise<{ rows: number; cuts: string[] }> {
+export async function exportExtent(db: DbOrTx, f: ExportFilter): Promise<{ rows: number; first: string | null; last: string | null }> {
   const where = exportWhere(f);
   const r = await db.execute<{ n: number; first: string | null; last: string | null }>(
     sql.raw(
@@ -123,11 +120,16 @@ export async function exportExtent(db: DbOrTx, f: ExportFilter, parts: number): 
               (select r.id::text from cms_rows r where ${where} order by r.id desc limit 1) as last`,
     ),
   );
-  const { n = 0, first = null, last = null } = r.rows[0] ?? {};
-  return { rows: n, cuts: first && last ? idCuts(first, last, parts) : [] };
+  const row = r.rows[0];
+  return { rows: row?.n ?? 0, first: row?.first ?? null, last: row?.last ?? null };
 }
 
-/** `parts - 1` ids evenly between `first` and `last` (as 128-bit numbers), increasing and distinct, each ≥ first and < last. */
+/**
+ * `parts - 1` row ids that cut the span from `first` to `last` into `parts` ranges to be read side
+ * by side (each cut is the last id of its range), spread evenly as 128-bit numbers: row ids are
+ * UUIDv7, so rows written at a steady pace (an import) fall evenly into the ranges. An uneven
+ * spread is only slower; every row is in exactly one range whatever the cuts.
+ */
 export function idCuts(first: string, last: string, parts: number): string[] {
   const lo = BigInt(`0x${first.replaceAll('-', '')}`);
   const hi = BigInt(`0x${last.replaceAll('-', '')}`);

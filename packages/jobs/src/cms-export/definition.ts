@@ -17,3 +17,24 @@ export const exportJob = defineJob({
   lockKeys: () => [],
   workClass: () => 'bulk',
 });
+
+/** What a completed export's result says of its file. */
+export interface ExportResult {
+  blobKey: string;
+  format: 'csv' | 'ndjson';
+  rows: number;
+  bytes: number;
+  /**
+   * When the file is kept in more than one piece (one per range the rows were read in): each
+   * piece's size, in order. Piece 0 is `blobKey`, piece n is `<blobKey>.<n>`.
+   */
+  pieces?: number[];
+}
+
+/** The blobs that make up an export's file, in order, with the size each must have. */
+export function exportPieces(result: Pick<ExportResult, 'blobKey' | 'bytes' | 'pieces'>): { key: string; bytes: number }[] {
+  if (!result.pieces) return [{ key: result.blobKey, bytes: result.bytes }];
+  return result.pieces.map((bytes, n) => ({ key: exportPieceKey(result.blobKey, n), bytes }));
+}
+
+export const exportPieceKey = (blobKey: string, n: number) => (n === 0 ? blobKey : `${blobKey}.${n}`);

@@ -1,11 +1,12 @@
+import { Readable } from 'node:stream';
 import type pg from 'pg';
 import type { z } from 'zod';
-import { exportExtent, exportPageCopySql, getCmsTable, type CmsField, type ExportFilter } from '@platform/db';
+import { exportExtent, exportPageCopySql, getCmsTable, idCuts, type CmsField, type ExportFilter } from '@platform/db';
 import type { BlobStore } from '../blob-store';
 import { runChunks, type Chunk, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
 import type { Processor } from '../processor';
-import type { exportPayload } from './definition';
+import { exportPieceKey, type ExportResult, type exportPayload } from './definition';
 import { CopyRecords } from './copy-records';
 import { csvHeader } from './format';
 
@@ -95,9 +96,11 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
     cp = null;
   }
   if (!cp) {
-    const extent = await exportExtent(reader.db, filter, ctx.pageReaders);
-    const starts = [null, ...extent.cuts];
-    const ranges = starts.map((start, i): Range => ({ upTo: extent.cuts[i] ?? null, lastId: start, rows: 0, done: false, segments: [] }));
+    const extent = await exportExtent(reader.db, filter);
+    // Ranges only for what fills at least a page each: a small table is read in one.
+    const parts = Math.max(1, Math.min(ctx.pageReaders, Math.floor(extent.rows / ctx.pageRows)));
+    const cuts = extent.first && extent.last ? idCuts(extent.first, extent.last, parts) : [];
+    const ranges = [null, ...cuts].map((start, i): Range => ({ upTo: cuts[i] ?? null, lastId: start, rows: 0, done: false, segments: [] }));
     cp = { phase: 'pages', bytes: 0, rows: 0, total: extent.rows, ranges };
     await run.commit({ checkpoint: cp, done: 0, total: cp.total, rows: 0 });
   }
@@ -108,8 +111,9 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
     cp = { ...paged, phase: 'finalize' };
     await run.commit({ checkpoint: cp, done: cp.rows, total: cp.total, rows: 0 });
   }
-  await finalize(blobs, jobId, run.lease, finalKey, cp);
-  return { blobKey: finalKey, format: payload.format, rows: cp.rows, bytes: cp.bytes };
+  const pieces = await finalize(blobs, jobId, run.lease, finalKey, cp);
+  const result: ExportResult = { blobKey: finalKey, format: payload.format, rows: cp.rows, bytes: cp.bytes };
+  return pieces.length > 1 ? { ...result, pieces } : result;
 };
 
 function pagePlanner(
@@ -198,42 +202,51 @@ async function* copyOut(pool: pg.Pool, records: CopyRecords): AsyncGenerator<Buf
 }
 
 /** Every committed part of the file, in order: range after range, segment after segment. */
-function committedParts(jobId: string, cp: Checkpoint): { key: string; bytes: number }[] {
-  return cp.ranges.flatMap((r, i) => r.segments.filter((s) => s.bytes > 0).map((s) => ({ key: partKey(jobId, i, s.lease), bytes: s.bytes })));
+function committedParts(jobId: string, cp: Checkpoint): { key: string; bytes: number; lease: number }[] {
+  return cp.ranges.flatMap((r, i) => r.segments.filter((s) => s.bytes > 0).map((s) => ({ key: partKey(jobId, i, s.lease), bytes: s.bytes, lease: s.lease })));
 }
 
-/** True when what the checkpoint names is still there: every part's committed prefix, or the finished file. */
+/** True when what the checkpoint names is still there: each part's committed prefix, or the piece it became. */
 async function resumable(blobs: BlobStore, jobId: string, finalKey: string, cp: Checkpoint): Promise<boolean> {
-  if (cp.phase === 'finalize' && (await blobs.size(finalKey)) === cp.bytes) return true;
-  for (const p of committedParts(jobId, cp)) {
-    if (((await blobs.size(p.key)) ?? -1) < p.bytes) return false;
+  const parts = committedParts(jobId, cp);
+  for (const [n, p] of parts.entries()) {
+    const there = cp.phase === 'finalize' && (await blobs.size(exportPieceKey(finalKey, n))) === p.bytes;
+    if (!there && ((await blobs.size(p.key)) ?? -1) < p.bytes) return false;
   }
   return true;
 }
 
 /**
- * Builds `exports/<jobId>.<format>` from the committed prefixes: the other parts are appended to
- * the first one's committed length (cutting off anything after it), which is then renamed, in one
- * step, to the export's name; every run's part files are removed. Idempotent: a run that crashed
- * half-way through finds the file already built, or the first part whole with the others still
- * there, and appends them again.
+ * Makes the committed parts the export's file, in pieces: part n becomes `exportPieceKey(finalKey,
+ * n)`, cut to its committed length. This run's own parts are renamed, in one step (no stale run
+ * writes to them: its pages are over); another run's part is copied, as that run may still be
+ * writing past its committed length. Every run's part files are removed. Idempotent: a run that
+ * crashed half-way through finds the pieces made so far, and makes the others. Answers the
+ * pieces' sizes.
  */
-async function finalize(blobs: BlobStore, jobId: string, lease: number, finalKey: string, cp: Checkpoint): Promise<void> {
-  if ((await blobs.size(finalKey)) !== cp.bytes) {
-    const [first, ...rest] = committedParts(jobId, cp);
-    if (!first) {
-      await blobs.put(finalKey, Buffer.alloc(0));
+async function finalize(blobs: BlobStore, jobId: string, lease: number, finalKey: string, cp: Checkpoint): Promise<number[]> {
+  const parts = committedParts(jobId, cp);
+  if (parts.length === 0) {
+    // Nothing was written (NDJSON of an empty table): an empty file.
+    if ((await blobs.size(finalKey)) !== 0) await blobs.put(finalKey, Buffer.alloc(0));
+    return [0];
+  }
+  for (const [n, p] of parts.entries()) {
+    const key = exportPieceKey(finalKey, n);
+    if ((await blobs.size(p.key)) === undefined) {
+      if ((await blobs.size(key)) !== p.bytes) throw new Error(`export part ${p.key} is gone and piece ${key} is not whole`);
+      continue;
+    }
+    if (p.lease === lease) {
+      await blobs.writeAt(p.key, p.bytes, Buffer.alloc(0));
+      await blobs.move(p.key, key);
     } else {
-      await blobs.writeAt(first.key, first.bytes, concatParts(blobs, rest));
-      await blobs.move(first.key, finalKey);
+      await blobs.put(key, Readable.from(blobs.get(p.key, { start: 0, end: p.bytes }) as AsyncIterable<Buffer>));
     }
   }
   // Runs that committed nothing (killed on their first page) left part files the checkpoint does not name.
   for (let i = 0; i < cp.ranges.length; i++) {
     for (let l = 1; l <= lease; l++) await blobs.delete(partKey(jobId, i, l));
   }
-}
-
-async function* concatParts(blobs: BlobStore, parts: readonly { key: string; bytes: number }[]): AsyncGenerator<Buffer> {
-  for (const p of parts) yield* blobs.get(p.key, { start: 0, end: p.bytes }) as AsyncIterable<Buffer>;
+  return parts.map((p) => p.bytes);
 }

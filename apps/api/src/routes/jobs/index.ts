@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { and, desc, eq, sql } from 'drizzle-orm';
@@ -12,7 +13,7 @@ import {
   type Db,
   type JobStatus,
 } from '@platform/db';
-import { bullJobId, JOB_NAMES, jobDefinition } from '@platform/jobs';
+import { bullJobId, exportPieces, JOB_NAMES, jobDefinition, type ExportResult } from '@platform/jobs';
 import type { ApiDeps } from '../../deps';
 import { AppError, notFound } from '../../errors';
 import { teamAuth } from '../../plugins/auth';
@@ -132,14 +133,20 @@ export const jobRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) => {
     const job = await ownJob(req.teamId, req.params.id);
     if (job.type !== 'cms.export') throw new AppError('conflict', 'only an export job has a file to download');
     if (job.status !== 'completed') throw new AppError('conflict', `the export has not completed (it is ${job.status})`);
-    const result = job.result as { blobKey?: string; format?: string } | null;
-    const size = result?.blobKey ? await deps.blobs.size(result.blobKey) : undefined;
-    if (!result?.blobKey || size === undefined) throw new AppError('not_found', 'the exported file has expired and was deleted');
-    const format = result.format === 'csv' ? 'csv' : 'ndjson';
+    const result = job.result as Partial<ExportResult> | null;
+    const pieces = result?.blobKey && typeof result.bytes === 'number' ? exportPieces({ blobKey: result.blobKey, bytes: result.bytes, pieces: result.pieces }) : [];
+    const sizes = await Promise.all(pieces.map((p) => deps.blobs.size(p.key)));
+    if (pieces.length === 0 || sizes.some((size, i) => size !== pieces[i]!.bytes)) throw new AppError('not_found', 'the exported file has expired and was deleted');
+    const format = result?.format === 'csv' ? 'csv' : 'ndjson';
+    const blobs = deps.blobs;
+    // A file kept in pieces (one per range of rows the export read side by side) is sent as one.
+    const body = pieces.length === 1 ? blobs.get(pieces[0]!.key) : Readable.from((async function* () {
+      for (const p of pieces) yield* blobs.get(p.key) as AsyncIterable<Buffer>;
+    })());
     return reply
       .header('content-type', format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
-      .header('content-length', size)
+      .header('content-length', pieces.reduce((a, p) => a + p.bytes, 0))
       .header('content-disposition', `attachment; filename="export-${job.id}.${format}"`)
-      .send(deps.blobs.get(result.blobKey));
+      .send(body);
   });
 };
