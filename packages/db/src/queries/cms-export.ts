@@ -39,20 +39,28 @@ function neutralised(t: string, isText: string): string {
   return `case when ${test} then '''' || ${t} else ${t} end`;
 }
 
+const MIN_ID = '00000000-0000-0000-0000-000000000000';
+const MAX_ID = 'ffffffff-ffff-ffff-ffff-ffffffffffff';
+
 /**
- * The rows an export covers, as SQL over `cms_rows r` (inlined: COPY takes no parameters), after
- * `afterId` and up to `upTo` (inclusive) when given. Same rows as `listRows` lists: soft-deleted
- * rows are never exported.
+ * The rows an export covers, as SQL over `cms_rows r` (inlined: COPY takes no parameters). Same
+ * rows as `listRows` lists: soft-deleted rows are never exported.
+ *
+ * `ordered`: for a query in id order, with the keyset bounds: after `afterId` and up to `upTo`
+ * (inclusive) when given. The table is then chosen by bounds on `(table_id, id)` rather than
+ * `table_id = …`: with the equality the planner drops `table_id` from `order by table_id, id` and
+ * may walk the primary key from one end past every other table's rows (a page took 0.4–0.5 s
+ * behind 2M of them); bounds keep the order that only the `(table_id, id)` index gives.
  */
-function exportWhere(f: ExportFilter, afterId?: string | null, upTo?: string | null): string {
-  return [
-    `r.table_id = ${uuidLiteral(f.tableId)}`,
-    `r.team_id = ${uuidLiteral(f.teamId)}`,
-    'r.deleted_at is null',
-    ...(f.published ? ['r.data is not null'] : []),
-    ...(afterId ? [`r.id > ${uuidLiteral(afterId)}`] : []),
-    ...(upTo ? [`r.id <= ${uuidLiteral(upTo)}`] : []),
-  ].join(' and ');
+function exportWhere(f: ExportFilter, ordered?: { afterId?: string | null; upTo?: string | null }): string {
+  const table = uuidLiteral(f.tableId);
+  const bounds = ordered
+    ? [
+        ordered.afterId ? `(r.table_id, r.id) > (${table}, ${uuidLiteral(ordered.afterId)})` : `(r.table_id, r.id) >= (${table}, '${MIN_ID}'::uuid)`,
+        `(r.table_id, r.id) <= (${table}, ${uuidLiteral(ordered.upTo ?? MAX_ID)})`,
+      ]
+    : [`r.table_id = ${table}`];
+  return [...bounds, `r.team_id = ${uuidLiteral(f.teamId)}`, 'r.deleted_at is null', ...(f.published ? ['r.data is not null'] : [])].join(' and ');
 }
 
 export interface ExportPage extends ExportFilter {
@@ -85,7 +93,7 @@ export interface ExportPage extends ExportFilter {
 export function exportPageCopySql(p: ExportPage): string {
   if (!Number.isSafeInteger(p.limit) || p.limit < 1) throw new Error(`invalid page size ${p.limit}`);
   const src = p.published ? 'r.data' : 'r.draft_data';
-  const page = `where ${exportWhere(p, p.afterId, p.upTo)} order by r.id limit ${p.limit}`;
+  const page = `where ${exportWhere(p, { afterId: p.afterId, upTo: p.upTo })} order by r.table_id, r.id limit ${p.limit}`;
   const value = (f: CmsField) => `${src}->${textLiteral(f.name)}`;
 
   if (p.format === 'ndjson') {
@@ -112,12 +120,12 @@ export function exportPageCopySql(p: ExportPage): string {
  * last row ids (null when it has no rows), between which `idCuts` cuts it into ranges.
  */
 export async function exportExtent(db: DbOrTx, f: ExportFilter): Promise<{ rows: number; first: string | null; last: string | null }> {
-  const where = exportWhere(f);
+  const inOrder = exportWhere(f, {});
   const r = await db.execute<{ n: number; first: string | null; last: string | null }>(
     sql.raw(
-      `select (select count(*)::int from cms_rows r where ${where}) as n,
-              (select r.id::text from cms_rows r where ${where} order by r.id limit 1) as first,
-              (select r.id::text from cms_rows r where ${where} order by r.id desc limit 1) as last`,
+      `select (select count(*)::int from cms_rows r where ${exportWhere(f)}) as n,
+              (select r.id::text from cms_rows r where ${inOrder} order by r.table_id, r.id limit 1) as first,
+              (select r.id::text from cms_rows r where ${inOrder} order by r.table_id desc, r.id desc limit 1) as last`,
     ),
   );
   const row = r.rows[0];
