@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { exportExtent, exportPageCopySql, uuidv7 } from '../src/index';
+import { exportExtent, exportPageCopySql, listRowsQuery, uuidv7 } from '../src/index';
 import { createTestEnv, type TestEnv } from '../../../test/helpers';
 
 /**
- * An export's page reads its table through the `(table_id, id)` index, however many rows of other
+ * An export's page (and the API's list of rows) reads its table through the `(table_id, id)` index, however many rows of other
  * tables come before its ids in the primary key (UUIDv7: every older row does).
  */
 let t: TestEnv;
@@ -39,4 +39,17 @@ it('reads every page on the (table_id, id) index, with or without bounds', async
     expect(p, JSON.stringify(page)).toContain('cms_rows_table_id_idx');
     expect(p, JSON.stringify(page)).not.toContain('cms_rows_pkey');
   }
+});
+
+it("lists a table's rows (the API's keyset pages) on the (table_id, id) index too", async () => {
+  const extent = await exportExtent(t.database.db, { tableId: ours, teamId: team, published: false });
+  for (const afterId of [undefined, extent.first!]) {
+    const q = listRowsQuery(t.database.db, { tableId: ours, teamId: team, published: false, limit: 50, afterId }).toSQL();
+    const r = await t.database.pool.query(`explain ${q.sql}`, q.params);
+    const p = r.rows.map((x) => x['QUERY PLAN']).join('\n');
+    expect(p, String(afterId)).toContain('cms_rows_table_id_idx');
+    expect(p, String(afterId)).not.toContain('cms_rows_pkey');
+  }
+  const rows = await listRowsQuery(t.database.db, { tableId: ours, teamId: team, published: false, limit: 3, afterId: extent.first! });
+  expect(rows.map((r) => r.identifier)).toEqual(['r400002', 'r400003', 'r400004']);
 });

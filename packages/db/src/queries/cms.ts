@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, isNotNull, isNull } from 'drizzle-orm';
+import { and, asc, eq, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../client';
 import { uuidv7 } from '../ids';
 import { cmsRows, cmsTables, type CmsField } from '../schema/index';
@@ -26,20 +26,37 @@ export async function listProjectTables(db: DbOrTx, projectId: string): Promise<
   return db.select().from(cmsTables).where(eq(cmsTables.projectId, projectId)).orderBy(asc(cmsTables.id));
 }
 
-/** Keyset page of a table's rows (never OFFSET), in id order. */
-export async function listRows(
-  db: DbOrTx,
-  f: { tableId: string; teamId: string; published: boolean; limit: number; afterId?: string },
-): Promise<CmsRow[]> {
-  const conds = [eq(cmsRows.tableId, f.tableId), eq(cmsRows.teamId, f.teamId), isNull(cmsRows.deletedAt)];
+const MIN_UUID = '00000000-0000-0000-0000-000000000000';
+const MAX_UUID = 'ffffffff-ffff-ffff-ffff-ffffffffffff';
+
+/**
+ * Keyset page of a table's rows (never OFFSET), in id order. The table is chosen by bounds on
+ * `(table_id, id)`, not `table_id = …`: with the equality the planner may order by the primary key
+ * alone and walk it past every older row of other tables (UUIDv7 ids); the bounds keep the order
+ * only the `(table_id, id)` index gives. (The export's pages do the same: `exportPageCopySql`.)
+ */
+export function listRowsQuery(db: DbOrTx, f: { tableId: string; teamId: string; published: boolean; limit: number; afterId?: string }) {
+  const key = sql`(${cmsRows.tableId}, ${cmsRows.id})`;
+  const conds = [
+    f.afterId ? sql`${key} > (${f.tableId}::uuid, ${f.afterId}::uuid)` : sql`${key} >= (${f.tableId}::uuid, ${MIN_UUID}::uuid)`,
+    sql`${key} <= (${f.tableId}::uuid, ${MAX_UUID}::uuid)`,
+    eq(cmsRows.teamId, f.teamId),
+    isNull(cmsRows.deletedAt),
+  ];
   if (f.published) conds.push(isNotNull(cmsRows.data));
-  if (f.afterId) conds.push(gt(cmsRows.id, f.afterId));
   return db
     .select()
     .from(cmsRows)
     .where(and(...conds))
-    .orderBy(asc(cmsRows.id))
+    .orderBy(asc(cmsRows.tableId), asc(cmsRows.id))
     .limit(f.limit);
+}
+
+export async function listRows(
+  db: DbOrTx,
+  f: { tableId: string; teamId: string; published: boolean; limit: number; afterId?: string },
+): Promise<CmsRow[]> {
+  return listRowsQuery(db, f);
 }
 
 export async function getRow(db: DbOrTx, tableId: string, rowId: string, teamId: string): Promise<CmsRow | undefined> {
