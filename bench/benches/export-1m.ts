@@ -89,7 +89,7 @@ export const export1m: BenchModule = {
         note:
           `target ≥ 0.6; ${s1(p.seconds)} vs ${s1(baseS)}, ${(p.bytes / 2 ** 20).toFixed(0)} MiB vs ${(base.bytes / 2 ** 20).toFixed(0)} MiB. ` +
           `Platform: POST→202 ${(p.acceptS * 1000).toFixed(0)} ms, queued ${s1(p.queuedS)}, ` +
-          `count ${s1(p.countS)} + pages of ${PAGE_ROWS.toLocaleString('en-US')} rows in ${p.chunks} chunks ${s1(p.pagesS)} (${pct(p.pagesS, p.seconds)}; ${s1(inTx)} in checkpoint tx, longest ${p.maxTxMs} ms), ` +
+          `bounds ${s1(p.countS)} + count and pages of ${PAGE_ROWS.toLocaleString('en-US')} rows in ${p.chunks} chunks ${s1(p.pagesS)} (${pct(p.pagesS, p.seconds)}; ${s1(inTx)} in checkpoint tx, longest ${p.maxTxMs} ms), ` +
           `file built ${s1(p.finalizeS)}, poll lag ${s1(p.pollS)}, download ${s1(p.downloadS)} (${pct(p.downloadS, p.seconds)}); ` +
           `measured apart in the bench process: the export's page COPYs (PostgreSQL formats the ${format}) read to nothing ${s1(pages.exportS)}, ` +
           `the same keyset pages of the baseline's columns ${s1(pages.plainS)}` +
@@ -203,7 +203,7 @@ async function platformExport(ctx: BenchContext, team: TeamClient, tableId: stri
   const lastPage = pages.at(-1)!;
   const lastChunk = chunks.at(-1)!;
   const pagesS = (lastPage.beginMs + lastPage.durationMs - job.startedMs) / 1000;
-  // The first chunk commits the row count and the ranges' cuts (exportExtent).
+  // The first chunk commits the ranges' cuts (exportBounds); the row count runs beside the first pages.
   const countS = (chunks[0]!.beginMs + chunks[0]!.durationMs - job.startedMs) / 1000;
   return {
     jobId,

@@ -116,20 +116,28 @@ export function exportPageCopySql(p: ExportPage): string {
 }
 
 /**
- * What an export covers when it starts: how many rows (its `progress.total`), and its first and
- * last row ids (null when it has no rows), between which `idCuts` cuts it into ranges.
+ * Where an export's rows start and end: the first and last row ids (null when it has none), and
+ * how many rows it has, counted up to `cap` only (a quick look through the index, to decide how
+ * many ranges to cut it into; `countExportRows` counts them all).
  */
-export async function exportExtent(db: DbOrTx, f: ExportFilter): Promise<{ rows: number; first: string | null; last: string | null }> {
+export async function exportBounds(db: DbOrTx, f: ExportFilter, cap: number): Promise<{ first: string | null; last: string | null; some: number }> {
+  if (!Number.isSafeInteger(cap) || cap < 1) throw new Error(`invalid cap ${cap}`);
   const inOrder = exportWhere(f, {});
-  const r = await db.execute<{ n: number; first: string | null; last: string | null }>(
+  const r = await db.execute<{ some: number; first: string | null; last: string | null }>(
     sql.raw(
-      `select (select count(*)::int from cms_rows r where ${exportWhere(f)}) as n,
+      `select (select count(*)::int from (select 1 from cms_rows r where ${inOrder} order by r.table_id, r.id limit ${cap}) s) as some,
               (select r.id::text from cms_rows r where ${inOrder} order by r.table_id, r.id limit 1) as first,
               (select r.id::text from cms_rows r where ${inOrder} order by r.table_id desc, r.id desc limit 1) as last`,
     ),
   );
   const row = r.rows[0];
-  return { rows: row?.n ?? 0, first: row?.first ?? null, last: row?.last ?? null };
+  return { first: row?.first ?? null, last: row?.last ?? null, some: row?.some ?? 0 };
+}
+
+/** How many rows an export covers when it starts (its `progress.total`). */
+export async function countExportRows(db: DbOrTx, f: ExportFilter): Promise<number> {
+  const r = await db.execute<{ n: number }>(sql.raw(`select count(*)::int as n from cms_rows r where ${exportWhere(f)}`));
+  return r.rows[0]?.n ?? 0;
 }
 
 /**

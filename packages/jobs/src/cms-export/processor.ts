@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import type pg from 'pg';
 import type { z } from 'zod';
-import { exportExtent, exportPageCopySql, getCmsTable, idCuts, type CmsField, type ExportFilter } from '@platform/db';
+import { countExportRows, exportBounds, exportPageCopySql, getCmsTable, idCuts, type CmsField, type ExportFilter } from '@platform/db';
 import type { BlobStore } from '../blob-store';
 import { runChunks, type Chunk, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
@@ -38,8 +38,11 @@ interface Checkpoint {
   /** Committed bytes of the whole file, over all ranges. */
   bytes: number;
   rows: number;
-  /** Rows the export covered when it started (more may be written if rows were added since). */
-  total: number;
+  /**
+   * Rows the export covered when it started (more may be written if rows were added since); null
+   * until the first chunk, which counts them while it reads its pages.
+   */
+  total: number | null;
   /** In id order: the file is their bytes one after the other. */
   ranges: Range[];
 }
@@ -96,19 +99,20 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
     cp = null;
   }
   if (!cp) {
-    const extent = await exportExtent(reader.db, filter);
+    const bounds = await exportBounds(reader.db, filter, ctx.pageReaders * ctx.pageRows);
     // Ranges only for what fills at least a page each: a small table is read in one.
-    const parts = Math.max(1, Math.min(ctx.pageReaders, Math.floor(extent.rows / ctx.pageRows)));
-    const cuts = extent.first && extent.last ? idCuts(extent.first, extent.last, parts) : [];
+    const parts = Math.max(1, Math.min(ctx.pageReaders, Math.floor(bounds.some / ctx.pageRows)));
+    const cuts = bounds.first && bounds.last ? idCuts(bounds.first, bounds.last, parts) : [];
     const ranges = [null, ...cuts].map((start, i): Range => ({ upTo: cuts[i] ?? null, lastId: start, rows: 0, done: false, segments: [] }));
-    cp = { phase: 'pages', bytes: 0, rows: 0, total: extent.rows, ranges };
-    await run.commit({ checkpoint: cp, done: 0, total: cp.total, rows: 0 });
+    cp = { phase: 'pages', bytes: 0, rows: 0, total: null, ranges };
+    await run.commit({ checkpoint: cp, done: 0, total: null, rows: 0 });
   }
   if (cp.phase === 'pages') {
-    const planner = pagePlanner(run, blobs, reader.pool, filter, table.fields, payload.format, ctx.pageRows, ctx.pageChunkMs, () => ctx.alone());
+    const count = () => countExportRows(reader.db, filter);
+    const planner = pagePlanner(run, blobs, reader.pool, filter, table.fields, payload.format, ctx.pageRows, ctx.pageChunkMs, () => ctx.alone(), count);
     const paged = await runChunks<Checkpoint>(run, cp, planner);
     // Committing the end of the pages fences out a stale run before it could build the file.
-    cp = { ...paged, phase: 'finalize' };
+    cp = { ...paged, phase: 'finalize', total: Math.max(paged.total ?? 0, paged.rows) };
     await run.commit({ checkpoint: cp, done: cp.rows, total: cp.total, rows: 0 });
   }
   const pieces = await finalize(blobs, jobId, run.lease, finalKey, cp);
@@ -126,6 +130,7 @@ function pagePlanner(
   pageRows: number,
   chunkMs: number,
   sideBySide: () => boolean,
+  count: () => Promise<number>,
 ): (cp: Checkpoint) => Promise<Chunk<Checkpoint> | null> {
   /**
    * Pages of range `i` one after the other for up to `chunkMs` (at least one), streamed to this
@@ -159,12 +164,21 @@ function pagePlanner(
     const open = cp.ranges.flatMap((r, i) => (r.done ? [] : [i]));
     if (open.length === 0) return null;
     // Beside other jobs of its process, one range at a time: the one connection its slot stands for.
-    const now = sideBySide() ? open : open.slice(0, 1);
+    const alone = sideBySide();
+    const now = alone ? open : open.slice(0, 1);
+    // The first chunk counts the rows (progress.total): beside its pages when the export is alone
+    // (the count takes as long as a few pages of a large table), before them otherwise.
+    const counting = cp.total !== null ? Promise.resolve(cp.total) : alone ? count() : Promise.resolve(await count());
     // The CSV header goes first in range 0's part file, with its first page (alone, for an empty table).
     const header = cp.bytes === 0 && format === 'csv' ? Buffer.from(csvHeader(fields), 'utf8') : undefined;
-    const settled = await Promise.allSettled(now.map((i) => readRange(i, cp.ranges[i]!, i === 0 ? header : undefined)));
+    // Every read and the count settle before the chunk ends, failed or not: none is left running.
+    const [settled, counted] = await Promise.all([
+      Promise.allSettled(now.map((i) => readRange(i, cp.ranges[i]!, i === 0 ? header : undefined))),
+      counting.then((n) => ({ n }), (error: unknown) => ({ error })),
+    ]);
     const failed = settled.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
+    if ('error' in counted) throw counted.error;
     const ranges = [...cp.ranges];
     let rows = 0;
     let written = 0;
@@ -175,7 +189,7 @@ function pagePlanner(
       written += r.value.written;
     });
     const done = cp.rows + rows;
-    const total = Math.max(cp.total, done);
+    const total = Math.max(counted.n, done);
     return { checkpoint: { phase: 'pages', bytes: cp.bytes + written, rows: done, total, ranges }, done, total, rows };
   };
 }
