@@ -12,6 +12,8 @@ type Sql = pg.Pool | pg.PoolClient;
 const LIVE = `case when deleted_at is null then draft_data end`;
 /** Rows a publish looks at: the table's rows that are not deleted, and deleted ones still live. */
 const CONCERNED = `(deleted_at is null or data is not null)`;
+const MIN_UUID = '00000000-0000-0000-0000-000000000000';
+const MAX_UUID = 'ffffffff-ffff-ffff-ffff-ffffffffffff';
 
 /** The version a job made, if it made one (`project_versions.job_id` is unique). */
 export async function versionOfJob(db: Sql, jobId: string): Promise<{ id: string; version: number } | undefined> {
@@ -72,7 +74,27 @@ export interface Batch {
   lastId: string | null;
 }
 
-const after = (lastId: string | null, n: number) => (lastId === null ? '' : `and id > $${n}::uuid`);
+/**
+ * The query of `readBatch` ($1 table, $2 team, $3 limit, $4 the later parts' first row numbers,
+ * $5 the last id read, when there is one). The table is chosen by bounds on `(table_id, id)`, not
+ * `table_id = $1`: with the equality the planner may walk the primary key from its start past
+ * every older row of other tables (UUIDv7 ids) to find the first batch.
+ */
+export function readBatchSql(afterLastId: boolean): string {
+  const from = afterLastId ? `(table_id, id) > ($1::uuid, $5::uuid)` : `(table_id, id) >= ($1::uuid, '${MIN_UUID}'::uuid)`;
+  return `select count(*)::int as rows,
+            count(*) filter (where data is distinct from live)::int as changes,
+            (array_agg(id order by id desc))[1] as last_id
+     from (
+       select id, data, ${LIVE} as live, row_number() over (order by id) as n from (
+         select id, data, draft_data, deleted_at from cms_rows
+         where ${from} and (table_id, id) <= ($1::uuid, '${MAX_UUID}'::uuid)
+           and team_id = $2 and ${CONCERNED}
+         order by table_id, id limit $3
+       ) l
+     ) b
+     group by width_bucket(b.n, $4::bigint[]) order by width_bucket(b.n, $4::bigint[])`;
+}
 
 /**
  * The next keyset batch of a table (read outside the write transaction), in parts: for each part
@@ -84,21 +106,21 @@ export async function readBatch(db: Sql, tableId: string, teamId: string, lastId
   // width_bucket against each later part's first row number: 0 for the first part, 1 for the next…
   const params: unknown[] = [tableId, teamId, limit, ends.slice(0, -1).map((e) => e + 1)];
   if (lastId !== null) params.push(lastId);
-  const r = await db.query<{ rows: number; changes: number; last_id: string }>(
-    `select count(*)::int as rows,
-            count(*) filter (where data is distinct from live)::int as changes,
-            (array_agg(id order by id desc))[1] as last_id
-     from (
-       select id, data, ${LIVE} as live, row_number() over (order by id) as n from (
-         select id, data, draft_data, deleted_at from cms_rows
-         where table_id = $1 and team_id = $2 ${after(lastId, 5)} and ${CONCERNED}
-         order by id limit $3
-       ) l
-     ) b
-     group by width_bucket(b.n, $4::bigint[]) order by width_bucket(b.n, $4::bigint[])`,
-    params,
-  );
+  const r = await db.query<{ rows: number; changes: number; last_id: string }>(readBatchSql(lastId !== null), params);
   return r.rows.map((row) => ({ rows: row.rows, changes: row.changes, lastId: row.last_id }));
+}
+
+/**
+ * The statement of `publishRange` ($1 table, $2 team, $3 the range's last id, $4 the last id
+ * before it, when there is one). Bounds on (table_id, id), as in readBatchSql: with `table_id = $1
+ * and id <= $3` the planner may range-scan the primary key from its start, past every older row of
+ * other tables, inside the chunk's transaction.
+ */
+export function publishRangeSql(afterLastId: boolean): string {
+  const from = afterLastId ? `(table_id, id) > ($1::uuid, $4::uuid)` : `(table_id, id) >= ($1::uuid, '${MIN_UUID}'::uuid)`;
+  return `update cms_rows set data = ${LIVE}, updated_at = now()
+     where ${from} and (table_id, id) <= ($1::uuid, $3::uuid) and team_id = $2
+       and ${CONCERNED} and data is distinct from ${LIVE}`;
 }
 
 /**
@@ -114,11 +136,6 @@ export async function publishRange(
 ): Promise<number> {
   const params: unknown[] = [tableId, teamId, toId];
   if (lastId !== null) params.push(lastId);
-  const r = await client.query(
-    `update cms_rows set data = ${LIVE}, updated_at = now()
-     where table_id = $1 and team_id = $2 ${after(lastId, 4)} and id <= $3::uuid
-       and ${CONCERNED} and data is distinct from ${LIVE}`,
-    params,
-  );
+  const r = await client.query(publishRangeSql(lastId !== null), params);
   return r.rowCount ?? 0;
 }
