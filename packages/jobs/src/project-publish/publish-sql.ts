@@ -117,9 +117,12 @@ export async function readBatch(db: Sql, tableId: string, teamId: string, lastId
  * other tables, inside the chunk's transaction.
  */
 export function publishRangeSql(afterLastId: boolean): string {
-  const from = afterLastId ? `(table_id, id) > ($1::uuid, $4::uuid)` : `(table_id, id) >= ($1::uuid, '${MIN_UUID}'::uuid)`;
+  // The first range has no last id: it starts at the table's first id, found through the
+  // (table_id, id) index, so that the range is bounded on both sides like every other one.
+  const first = `(select id from cms_rows where (table_id, id) >= ($1::uuid, '${MIN_UUID}'::uuid) order by table_id, id limit 1)`;
+  const from = afterLastId ? `id > $4::uuid` : `id >= ${first}`;
   return `update cms_rows set data = ${LIVE}, updated_at = now()
-     where ${from} and (table_id, id) <= ($1::uuid, $3::uuid) and team_id = $2
+     where table_id = $1 and ${from} and id <= $3::uuid and team_id = $2
        and ${CONCERNED} and data is distinct from ${LIVE}`;
 }
 
