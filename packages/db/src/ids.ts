@@ -36,4 +36,8 @@ function randomInto(target: Buffer, from: number): void {
   poolAt += n;
 }
 
+/** The lowest and highest UUIDs: bounds of a keyset scan over `(table_id, id)` that starts or ends nowhere in particular. */
+export const MIN_UUID = '00000000-0000-0000-0000-000000000000';
+export const MAX_UUID = 'ffffffff-ffff-ffff-ffff-ffffffffffff';
+
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { DbOrTx } from '../client';
+import { MAX_UUID, MIN_UUID } from '../ids';
 import type { CmsField } from '../schema/index';
 
 /** What an export covers: with `published`, the rows that have live data; otherwise every row not deleted. */
@@ -39,9 +40,6 @@ function neutralised(t: string, isText: string): string {
   return `case when ${test} then '''' || ${t} else ${t} end`;
 }
 
-const MIN_ID = '00000000-0000-0000-0000-000000000000';
-const MAX_ID = 'ffffffff-ffff-ffff-ffff-ffffffffffff';
-
 /**
  * The rows an export covers, as SQL over `cms_rows r` (inlined: COPY takes no parameters). Same
  * rows as `listRows` lists: soft-deleted rows are never exported.
@@ -56,8 +54,8 @@ function exportWhere(f: ExportFilter, ordered?: { afterId?: string | null; upTo?
   const table = uuidLiteral(f.tableId);
   const bounds = ordered
     ? [
-        ordered.afterId ? `(r.table_id, r.id) > (${table}, ${uuidLiteral(ordered.afterId)})` : `(r.table_id, r.id) >= (${table}, '${MIN_ID}'::uuid)`,
-        `(r.table_id, r.id) <= (${table}, ${uuidLiteral(ordered.upTo ?? MAX_ID)})`,
+        ordered.afterId ? `(r.table_id, r.id) > (${table}, ${uuidLiteral(ordered.afterId)})` : `(r.table_id, r.id) >= (${table}, '${MIN_UUID}'::uuid)`,
+        `(r.table_id, r.id) <= (${table}, ${uuidLiteral(ordered.upTo ?? MAX_UUID)})`,
       ]
     : [`r.table_id = ${table}`];
   return [...bounds, `r.team_id = ${uuidLiteral(f.teamId)}`, 'r.deleted_at is null', ...(f.published ? ['r.data is not null'] : [])].join(' and ');
@@ -147,14 +145,18 @@ export async function countExportRows(db: DbOrTx, f: ExportFilter): Promise<numb
  * spread is only slower; every row is in exactly one range whatever the cuts.
  */
 export function idCuts(first: string, last: string, parts: number): string[] {
-  const lo = BigInt(`0x${first.replaceAll('-', '')}`);
-  const hi = BigInt(`0x${last.replaceAll('-', '')}`);
+  const lo = uuidNumber(first);
+  const hi = uuidNumber(last);
   const cuts: string[] = [];
+  let previous = -1n;
   for (let i = 1; i < parts; i++) {
     const at = lo + ((hi - lo) * BigInt(i)) / BigInt(parts);
-    if (at >= hi || (cuts.length > 0 && at <= BigInt(`0x${cuts.at(-1)!.replaceAll('-', '')}`))) continue;
+    if (at >= hi || at <= previous) continue;
     const h = at.toString(16).padStart(32, '0');
     cuts.push(`${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`);
+    previous = at;
   }
   return cuts;
 }
+
+const uuidNumber = (id: string) => BigInt(`0x${id.replaceAll('-', '')}`);

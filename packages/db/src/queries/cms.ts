@@ -1,6 +1,6 @@
 import { and, asc, eq, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../client';
-import { uuidv7 } from '../ids';
+import { MAX_UUID, MIN_UUID, uuidv7 } from '../ids';
 import { cmsRows, cmsTables, type CmsField } from '../schema/index';
 
 export type CmsTableRow = typeof cmsTables.$inferSelect;
@@ -25,9 +25,6 @@ export async function getCmsTable(db: DbOrTx, id: string, teamId?: string): Prom
 export async function listProjectTables(db: DbOrTx, projectId: string): Promise<CmsTableRow[]> {
   return db.select().from(cmsTables).where(eq(cmsTables.projectId, projectId)).orderBy(asc(cmsTables.id));
 }
-
-const MIN_UUID = '00000000-0000-0000-0000-000000000000';
-const MAX_UUID = 'ffffffff-ffff-ffff-ffff-ffffffffffff';
 
 /**
  * Keyset page of a table's rows (never OFFSET), in id order. The table is chosen by bounds on

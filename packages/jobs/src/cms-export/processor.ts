@@ -81,7 +81,7 @@ const partKey = (jobId: string, range: number, lease: number) =>
  * A part file is written before the checkpoint that names its length is committed; bytes past
  * that length (a crash between the two) are ignored by the next run, which writes its own part
  * files from the committed rows on. At the end the committed prefixes, range after range, become
- * `exports/<jobId>.<format>`.
+ * the pieces of `exports/<jobId>.<format>` (see `finalize`).
  */
 export const exportProcessor: Processor<Payload> = async (ctx) => {
   const { payload, run, blobs, jobId, teamId } = ctx;

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { MAX_UUID, MIN_UUID } from '@platform/db';
 
 /** A pool (reads outside any transaction) or the chunk transaction's client (writes). */
 type Sql = pg.Pool | pg.PoolClient;
@@ -12,8 +13,6 @@ type Sql = pg.Pool | pg.PoolClient;
 const LIVE = `case when deleted_at is null then draft_data end`;
 /** Rows a publish looks at: the table's rows that are not deleted, and deleted ones still live. */
 const CONCERNED = `(deleted_at is null or data is not null)`;
-const MIN_UUID = '00000000-0000-0000-0000-000000000000';
-const MAX_UUID = 'ffffffff-ffff-ffff-ffff-ffffffffffff';
 
 /** The version a job made, if it made one (`project_versions.job_id` is unique). */
 export async function versionOfJob(db: Sql, jobId: string): Promise<{ id: string; version: number } | undefined> {
@@ -112,9 +111,10 @@ export async function readBatch(db: Sql, tableId: string, teamId: string, lastId
 
 /**
  * The statement of `publishRange` ($1 table, $2 team, $3 the range's last id, $4 the last id
- * before it, when there is one). Bounds on (table_id, id), as in readBatchSql: with `table_id = $1
- * and id <= $3` the planner may range-scan the primary key from its start, past every older row of
- * other tables, inside the chunk's transaction.
+ * before it, when there is one). Bounded on both sides: with `table_id = $1 and id <= $3` alone
+ * the planner may range-scan the primary key from its start, past every older row of other tables,
+ * inside the chunk's transaction. (Not by row values as in readBatchSql: a row value as the upper
+ * bound does not end the scan, which then runs on to the table's last entry.)
  */
 export function publishRangeSql(afterLastId: boolean): string {
   // The first range has no last id: it starts at the table's first id, found through the
