@@ -124,7 +124,8 @@ describe('crashes', () => {
   }, 600_000);
 
   it('SIGTERM with a 25 s grace: the chunk in hand commits, the job resumes on another worker, no "missing lock"', async () => {
-    const ROWS = 100_000;
+    // 200,000 rows: with 100,000 the import could end (in ~2 s) before the signal was sent.
+    const ROWS = 200_000;
     const tableId = await createTable(api, ws.token, ws.projectId, undefined, 'sigterm');
     const jobId = await postImport(api, ws.token, tableId, ndjsonFile(ROWS), 'format=ndjson&onError=skip');
     // Large chunks, so the signal is likely to land while one is being written.
@@ -163,7 +164,7 @@ describe('crashes', () => {
     const held = figure(
       'SIGTERM (25 s grace): job, rows, "missing lock" log lines',
       `${done.status} by the other worker: ${finishedBySecond}, ${rows.n} rows, ${rows.n - rows.idents} duplicates, ${missingLock.length} missing-lock lines`,
-      'completed by the other worker, 100000 rows, 0 duplicates, 0 lines',
+      `completed by the other worker, ${ROWS} rows, 0 duplicates, 0 lines`,
       done.status === 'completed' && finishedBySecond && rows.n === ROWS && rows.idents === ROWS && missingLock.length === 0 && chunks.contiguous,
     );
     expect(exit.code).toBe(0);
