@@ -157,7 +157,7 @@ async function measurePages(ctx: BenchContext, tableId: string, teamId: string, 
       if (total !== MILLION) throw new Error(`the page reads saw ${total} rows, expected ${MILLION}`);
       return (performance.now() - t0) / 1000;
     };
-    const exportS = await timePages(format, (afterId) => exportPageCopySql({ ...filter, fields: BIG_FIELDS, format, limit: pageRows, afterId }));
+    const exportS = await timePages(format, (afterId) => exportPageCopySql({ ...filter, fields: BIG_FIELDS, format, limit: pageRows, afterId, utf8Server: true }));
     const plain = format === 'csv' ? BIG_FIELDS.map((f) => `draft_data->>'${f.name}'`).join(', ') : 'draft_data';
     // Output as CSV whatever the format, so the reader finds each record's id at its start.
     const plainS = await timePages('csv', (afterId) =>

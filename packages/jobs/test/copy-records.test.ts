@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exportPageCopySql, uuidv7 } from '@platform/db';
 import { CopyRecords } from '../src/cms-export/copy-records';
 import { createTestEnv, type TestEnv } from '../../../test/helpers';
 
@@ -9,7 +10,7 @@ const ids = ['01a21d02-b0eb-723d-a4bb-c8808608493a', '01a21d02-b0f3-705c-9873-4f
 // What COPY … (format csv) sends, one CopyData message per row: quoted cells may hold `\n`, `\r\n` and `""`.
 const csvRows = [`${ids[0]},a,"line 1\nline 2\r\nline 3",1\n`, `${ids[1]},"He said ""hi""\n",,\n`, `${ids[2]},c,"""",-5\n`];
 const csvExport = `${ids[0]},a,"line 1\nline 2\r\nline 3",1\r\n${ids[1]},"He said ""hi""\n",,\r\n${ids[2]},c,"""",-5\r\n`;
-const ndjsonRows = ids.map((id, i) => `{"id":"${id}","identifier":"r${i}","title":"a \\"quoted\\"\\nline é"}\n`);
+const ndjsonLines = ids.map((id, i) => `{"id":"${id}","identifier":"r${i}","title":"a \\"quoted\\"\\nline é"}`);
 
 /** One protocol message: code, length, payload. */
 function message(code: string, payload: Buffer | string = Buffer.alloc(0)): Buffer {
@@ -20,10 +21,27 @@ function message(code: string, payload: Buffer | string = Buffer.alloc(0)): Buff
   return Buffer.concat([head, body]);
 }
 
-/** What a server sends for a COPY OUT of `rows`, and then what node-pg must read itself. */
-function copyOut(rows: string[]) {
-  const copy = Buffer.concat([message('H', Buffer.from([0, 0, 1, 0, 0])), ...rows.map((r) => message('d', r)), message('c')]);
-  const after = Buffer.concat([message('C', `COPY ${rows.length}\0`), message('Z', 'I')]);
+/**
+ * A binary COPY of one text column, as PostgreSQL sends it: the file header in the first row's
+ * message (or in the trailer's, for no rows), then one message per row, then the trailer.
+ */
+function binaryMessages(values: (string | null)[], fields = 1): Buffer[] {
+  const header = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]);
+  const rows = values.map((v, i) => {
+    const value = v === null ? Buffer.alloc(0) : Buffer.from(v, 'utf8');
+    const head = Buffer.alloc(6);
+    head.writeInt16BE(fields, 0);
+    head.writeInt32BE(v === null ? -1 : value.length, 2);
+    return message('d', Buffer.concat([i === 0 ? header : Buffer.alloc(0), head, value]));
+  });
+  return [...rows, message('d', Buffer.concat([values.length === 0 ? header : Buffer.alloc(0), Buffer.from([0xff, 0xff])]))];
+}
+
+/** What a server sends for a COPY OUT of `rows` (text, or binary messages), and then what node-pg must read itself. */
+function copyOut(rows: string[] | Buffer[], count = rows.length) {
+  const data = rows.map((r) => (typeof r === 'string' ? message('d', r) : r));
+  const copy = Buffer.concat([message('H', Buffer.from([0, 0, 1, 0, 0])), ...data, message('c')]);
+  const after = Buffer.concat([message('C', `COPY ${count}\0`), message('Z', 'I')]);
   return { copy, after, bytes: Buffer.concat([copy, after]) };
 }
 
@@ -60,11 +78,25 @@ describe('CopyRecords (a COPY OUT read off the socket as export records)', () =>
     expect(await feed('csv', bytes, Array.from({ length: bytes.length - 1 }, (_, i) => i + 1), 3)).toEqual(whole);
   });
 
-  it('passes NDJSON lines through and reads the last row id at its place in the line', async () => {
-    const { bytes, after } = copyOut(ndjsonRows);
+  it('ends each NDJSON line of a binary COPY with \\n and reads the last row id at its place in the line', async () => {
+    const { bytes, after } = copyOut(binaryMessages(ndjsonLines), 3);
     const whole = await feed('ndjson', bytes, [], 3);
-    expect(whole).toMatchObject({ out: ndjsonRows.join(''), rows: 3, lastId: ids[2], handedBack: after });
+    expect(whole).toMatchObject({ out: ndjsonLines.map((l) => `${l}\n`).join(''), rows: 3, lastId: ids[2], handedBack: after });
     for (let cut = 1; cut < bytes.length; cut++) expect(await feed('ndjson', bytes, [cut], 3), `cut at ${cut}`).toEqual(whole);
+    expect(await feed('ndjson', bytes, Array.from({ length: bytes.length - 1 }, (_, i) => i + 1), 3)).toEqual(whole);
+  });
+
+  it('reads a binary COPY of no rows (its header and trailer in one message) as nothing', async () => {
+    const { bytes, after } = copyOut(binaryMessages([]), 0);
+    for (const cuts of [[], [7], [12], [20], [26]]) {
+      expect(await feed('ndjson', bytes, cuts, 0), String(cuts)).toMatchObject({ out: '', rows: 0, lastId: null, handedBack: after });
+    }
+  });
+
+  it('refuses a binary COPY that is not one non-null value per row, or has no header', async () => {
+    await expect(feed('ndjson', copyOut(binaryMessages([ndjsonLines[0]!, null]), 2).bytes, [], 2)).rejects.toThrow('malformed binary COPY row (row 2)');
+    await expect(feed('ndjson', copyOut(binaryMessages(ndjsonLines, 2), 3).bytes, [], 3)).rejects.toThrow('malformed binary COPY row (row 1)');
+    await expect(feed('ndjson', copyOut(ndjsonLines.map((l) => `${l}\n`)).bytes, [], 3)).rejects.toThrow('malformed binary COPY header');
   });
 
   it('hands an error response to node-pg, and fails when the rows read are not the rows reported', async () => {
@@ -140,6 +172,46 @@ describe('CopyRecords on a real PostgreSQL', () => {
       }
       expect(bytes).toBe(8000 * 1038);
       expect(most).toBeLessThan(2 * 1024 * 1024);
+    } finally {
+      client.release();
+    }
+  });
+
+  it('exports NDJSON lines exact as a binary COPY, converted to UTF-8 in the query when the server is not', async () => {
+    const client = await t.database.pool.connect();
+    const table = uuidv7();
+    const team = uuidv7();
+    try {
+      // A database of its own (a clone per test file): rows need no table behind them here.
+      await client.query('alter table cms_rows drop constraint if exists cms_rows_table_id_cms_tables_id_fk');
+      const drafts = [
+        { title: 'é 😀 "q" \\ back\nline\u0001\u0002', n: -1.5, ok: true, extra: 'not a field' },
+        { n: 0 },
+        { title: '=1+2', ok: false },
+      ];
+      for (const [i, d] of drafts.entries()) {
+        await client.query('insert into cms_rows (id, table_id, team_id, identifier, draft_data) values ($1, $2, $3, $4, $5)', [ids[i], table, team, `r"${i}`, d]);
+      }
+      const fields = [
+        { name: 'title', type: 'text' as const },
+        { name: 'n', type: 'number' as const },
+        { name: 'ok', type: 'boolean' as const },
+      ];
+      const read = async (utf8Server: boolean) => {
+        const records = new CopyRecords(exportPageCopySql({ tableId: table, teamId: team, published: false, fields, format: 'ndjson', limit: 10, utf8Server }), 'ndjson');
+        client.query(records.submittable());
+        const text = Buffer.concat(await records.toArray()).toString('utf8');
+        expect([records.rows, records.lastId]).toEqual([3, ids[2]]);
+        return text;
+      };
+      const text = await read(true);
+      expect(await read(false)).toBe(text);
+      expect(text.endsWith('\n')).toBe(true);
+      const lines = text.slice(0, -1).split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines).toEqual(
+        drafts.map((d, i) => ({ id: ids[i], identifier: `r"${i}`, title: (d as { title?: string }).title ?? null, n: d.n ?? null, ok: (d as { ok?: boolean }).ok ?? null })),
+      );
+      expect(lines.map((l) => Object.keys(l).join())).toEqual(Array(3).fill('id,identifier,title,n,ok'));
     } finally {
       client.release();
     }

@@ -19,6 +19,11 @@ const OUT_SIZE = 256 * 1024;
 /** Where a record's row id starts: CSV records begin with it, NDJSON lines with `{"id":"`. */
 const ID_AT = { csv: 0, ndjson: 7 } as const;
 const ID_LENGTH = 36;
+/** A binary COPY's header: signature, flags (none), header extension length (none). */
+const BINARY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
+const BINARY_HEADER = 19;
+/** Before each binary row's one value: the field count (int16, 1) and the value's length (int32). */
+const BINARY_ROW = 6;
 
 /**
  * One `COPY … TO STDOUT` of `exportPageCopySql`, read straight off the connection's socket as the
@@ -26,6 +31,10 @@ const ID_LENGTH = 36;
  * "COPY Operations"), so the messages are the records: no scan of the data for line ends or
  * quotes. Each record is copied once into an output buffer; a CSV record's closing `\n` becomes
  * CRLF (RFC 4180); the row id at the record's start is kept for the next page's cursor.
+ *
+ * NDJSON comes as a binary COPY (`format binary`) of one text column, the line: each message is
+ * the field count and the value's length, then the line, which gets its `\n` here. The file's
+ * header comes before the first row (in the same message) and its trailer in a message of its own.
  *
  * Run as a node-pg submittable (`client.query(records.submittable())`): while the COPY
  * runs it reads the socket itself, and at CopyDone (or an error) it gives the socket back with
@@ -64,6 +73,14 @@ export class CopyRecords extends Readable {
   private lastRowAt = 0;
   private readonly csv: boolean;
   private readonly idAt: number;
+  /** Binary COPY (NDJSON): the bytes before each message's value, read apart from the output. */
+  private readonly binary: boolean;
+  private binaryHeaderSeen = false;
+  private readonly prefix = Buffer.alloc(BINARY_HEADER + BINARY_ROW);
+  private prefixNeed = 0;
+  private prefixHave = 0;
+  /** Whether the current CopyData message is a row (false for a binary COPY's trailer). */
+  private isRow = true;
 
   constructor(
     private readonly text: string,
@@ -71,6 +88,7 @@ export class CopyRecords extends Readable {
   ) {
     super({ highWaterMark: OUT_SIZE });
     this.csv = format === 'csv';
+    this.binary = format === 'ndjson';
     this.idAt = ID_AT[format];
     this.out = Buffer.allocUnsafe(OUT_SIZE);
   }
@@ -160,6 +178,15 @@ export class CopyRecords extends Readable {
         }
         if (this.code === COPY_DATA) this.startRow(this.remaining);
       }
+      if (this.prefixHave < this.prefixNeed) {
+        const take = Math.min(this.prefixNeed - this.prefixHave, chunk.length - i);
+        chunk.copy(this.prefix, this.prefixHave, i, i + take);
+        this.prefixHave += take;
+        i += take;
+        this.remaining -= take;
+        if (this.prefixHave < this.prefixNeed) return;
+        this.isRow = this.binaryPrefix();
+      }
       const take = Math.min(this.remaining, chunk.length - i);
       if (this.code === COPY_DATA) {
         chunk.copy(this.out, this.at, i, i + take);
@@ -168,7 +195,7 @@ export class CopyRecords extends Readable {
       i += take;
       this.remaining -= take;
       if (this.remaining > 0) return;
-      if (this.code === COPY_DATA) this.endRow();
+      if (this.code === COPY_DATA && this.isRow) this.endRow();
       this.headerHave = 0;
       if (this.code === COPY_DONE) {
         // CommandComplete and ReadyForQuery follow: node-pg reads them, then calls handleReadyForQuery.
@@ -188,9 +215,37 @@ export class CopyRecords extends Readable {
       this.at = 0;
     }
     this.rowStart = this.at;
+    if (this.binary) {
+      // The trailer (2 bytes, or 21 with the header of an empty COPY) is shorter than a row's prefix.
+      this.prefixNeed = Math.min(length, (this.binaryHeaderSeen ? 0 : BINARY_HEADER) + BINARY_ROW);
+      this.prefixHave = 0;
+    }
+  }
+
+  /**
+   * Reads a binary COPY message's prefix (the file header first of all, then the field count and
+   * the value's length) and says whether a row follows; anything else than one non-null value
+   * that fills the rest of the message is refused.
+   */
+  private binaryPrefix(): boolean {
+    let p = 0;
+    if (!this.binaryHeaderSeen) {
+      if (this.prefixHave < BINARY_HEADER + 2 || !this.prefix.subarray(0, 11).equals(BINARY_SIGNATURE) || this.prefix.readUInt32BE(11) !== 0 || this.prefix.readUInt32BE(15) !== 0) {
+        throw new Error('malformed binary COPY header');
+      }
+      this.binaryHeaderSeen = true;
+      p = BINARY_HEADER;
+    }
+    const fields = this.prefixHave >= p + 2 ? this.prefix.readInt16BE(p) : 0;
+    if (fields === -1 && this.prefixHave === p + 2 && this.remaining === 0) return false;
+    if (fields !== 1 || this.prefixHave !== p + BINARY_ROW || this.prefix.readInt32BE(p + 2) !== this.remaining) {
+      throw new Error(`malformed binary COPY row (row ${this.rows + 1})`);
+    }
+    return true;
   }
 
   private endRow(): void {
+    if (this.binary) this.out[this.at++] = NEWLINE;
     const length = this.at - this.rowStart;
     if (length < this.idAt + ID_LENGTH + 1 || this.out[this.at - 1] !== NEWLINE) {
       throw new Error(`malformed export record of ${length} bytes (row ${this.rows + 1})`);

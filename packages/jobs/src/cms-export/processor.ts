@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import type pg from 'pg';
 import type { z } from 'zod';
-import { countExportRows, exportBounds, exportPageCopySql, getCmsTable, idCuts, type CmsField, type ExportFilter } from '@platform/db';
+import { countExportRows, exportBounds, exportPageCopySql, getCmsTable, idCuts, serverIsUtf8, type ExportFilter, type ExportPage } from '@platform/db';
 import type { BlobStore } from '../blob-store';
 import { runChunks, type Chunk, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
@@ -109,7 +109,8 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
   }
   if (cp.phase === 'pages') {
     const count = () => countExportRows(reader.db, filter);
-    const planner = pagePlanner(run, blobs, reader.pool, filter, table.fields, payload.format, ctx.pageRows, ctx.pageChunkMs, () => ctx.alone(), count);
+    const page = { ...filter, fields: table.fields, format: payload.format, limit: ctx.pageRows, utf8Server: await serverIsUtf8(reader.db) };
+    const planner = pagePlanner(run, blobs, reader.pool, page, ctx.pageChunkMs, () => ctx.alone(), count);
     const paged = await runChunks<Checkpoint>(run, cp, planner);
     // Committing the end of the pages fences out a stale run before it could build the file.
     cp = { ...paged, phase: 'finalize', total: Math.max(paged.total ?? 0, paged.rows) };
@@ -124,10 +125,7 @@ function pagePlanner(
   run: JobRun<Checkpoint>,
   blobs: BlobStore,
   reader: pg.Pool,
-  filter: ExportFilter,
-  fields: readonly CmsField[],
-  format: Format,
-  pageRows: number,
+  page: ExportPage,
   chunkMs: number,
   sideBySide: () => boolean,
   count: () => Promise<number>,
@@ -147,12 +145,11 @@ function pagePlanner(
     async function* pages(): AsyncGenerator<Buffer> {
       if (header) yield header;
       do {
-        const sql = exportPageCopySql({ ...filter, fields, format, limit: pageRows, afterId: lastId, upTo: range.upTo });
-        const records = new CopyRecords(sql, format);
+        const records = new CopyRecords(exportPageCopySql({ ...page, afterId: lastId, upTo: range.upTo }), page.format);
         yield* copyOut(reader, records);
         rows += records.rows;
         lastId = records.lastId ?? lastId;
-        done = records.rows < pageRows;
+        done = records.rows < page.limit;
       } while (!done && performance.now() - started < chunkMs);
     }
     const { size } = await blobs.writeAt(partKey(run.jobId, i, run.lease), offset, pages());
@@ -170,7 +167,7 @@ function pagePlanner(
     // (the count takes as long as a few pages of a large table), before them otherwise.
     const counting = cp.total !== null ? Promise.resolve(cp.total) : alone ? count() : Promise.resolve(await count());
     // The CSV header goes first in range 0's part file, with its first page (alone, for an empty table).
-    const header = cp.bytes === 0 && format === 'csv' ? Buffer.from(csvHeader(fields), 'utf8') : undefined;
+    const header = cp.bytes === 0 && page.format === 'csv' ? Buffer.from(csvHeader(page.fields), 'utf8') : undefined;
     // Every read and the count settle before the chunk ends, failed or not: none is left running.
     const [settled, counted] = await Promise.all([
       Promise.allSettled(now.map((i) => readRange(i, cp.ranges[i]!, i === 0 ? header : undefined))),
