@@ -232,6 +232,33 @@ describe('CMS exports end to end', () => {
     expect((await download(mine.json().id)).statusCode).toBe(200);
   });
 
+  it('splits what is left of a range when another range ends early, so that both readers keep reading', async () => {
+    const project = await api.inject({ method: 'POST', url: '/v1/projects', headers: bearer(token), payload: { name: 'skewed' } });
+    const table = await api.inject({ method: 'POST', url: `/v1/projects/${project.json().id}/cms-tables`, headers: bearer(token), payload: { name: 'skewed', fields: [{ name: 'n', type: 'number' }] } });
+    const skewed = table.json().id as string;
+    const team = (await t.database.pool.query('select team_id from cms_tables where id = $1', [skewed])).rows[0].team_id;
+    // UUIDv7-shaped ids: 60 rows made within 60 ms, then 5 rows a year later. The ranges are cut at
+    // the middle of the ids: the first holds 60 rows, the second 5, read in pages of 5.
+    const id = (ms: string, g: string) =>
+      `(substr(lpad(to_hex(${ms}), 12, '0'), 1, 8) || '-' || substr(lpad(to_hex(${ms}), 12, '0'), 9, 4) || '-7000-8000-' || lpad(to_hex(${g}), 12, '0'))::uuid`;
+    await t.database.pool.query(
+      `insert into cms_rows (id, table_id, team_id, identifier, draft_data)
+       select ${id('case when g <= 60 then 1700000000000 + g else 1731536000000 + g end', 'g')}, $1, $2, 's' || g, jsonb_build_object('n', g) from generate_series(1, 65) g`,
+      [skewed, team],
+    );
+    const res = await api.inject({ method: 'POST', url: `/v1/cms-tables/${skewed}/exports`, headers: bearer(token), payload: { format: 'ndjson' } });
+    const job = await finished(res.json().id);
+    expect(job.status, JSON.stringify(job.error)).toBe('completed');
+    const lines = (await download(job.id)).body.trimEnd().split('\n').map((l: string) => JSON.parse(l) as { identifier: string; n: number });
+    expect(lines.map((l: { n: number }) => l.n)).toEqual(Array.from({ length: 65 }, (_, i) => i + 1));
+    // Two ranges at first; the second ended after its first page and the first was split (more than once).
+    const cp = (await t.database.pool.query('select checkpoint from jobs where id = $1', [job.id])).rows[0].checkpoint;
+    expect(cp.ranges.length).toBeGreaterThan(2);
+    expect(cp.ranges.map((r: { rows: number }) => r.rows).reduce((a: number, b: number) => a + b, 0)).toBe(65);
+    expect([...cp.ranges.map((r: { part: number }) => r.part)].sort((a, b) => a - b)).toEqual(cp.ranges.map((_: unknown, i: number) => i));
+    expect(job.result.pieces).toHaveLength(cp.ranges.filter((r: { rows: number }) => r.rows > 0).length);
+  });
+
   it('exports a table of 200 fields, the most a table may have, in both formats', async () => {
     const wide = Array.from({ length: 200 }, (_, i) => ({ name: `f${i}`, type: i % 2 ? 'number' : 'text' }));
     const project = await api.inject({ method: 'POST', url: '/v1/projects', headers: bearer(token), payload: { name: 'wide' } });

@@ -129,11 +129,17 @@ export async function serverIsUtf8(db: DbOrTx): Promise<boolean> {
 /**
  * Where an export's rows start and end: the first and last row ids (null when it has none), and
  * how many rows it has, counted up to `cap` only (a quick look through the index, to decide how
- * many ranges to cut it into; `countExportRows` counts them all).
+ * many ranges to cut it into; `countExportRows` counts them all). With `within`, the same for its
+ * rows after `afterId` and up to `upTo` (a range still to be read).
  */
-export async function exportBounds(db: DbOrTx, f: ExportFilter, cap: number): Promise<{ first: string | null; last: string | null; some: number }> {
+export async function exportBounds(
+  db: DbOrTx,
+  f: ExportFilter,
+  cap: number,
+  within: { afterId?: string | null; upTo?: string | null } = {},
+): Promise<{ first: string | null; last: string | null; some: number }> {
   if (!Number.isSafeInteger(cap) || cap < 1) throw new Error(`invalid cap ${cap}`);
-  const inOrder = exportWhere(f, {});
+  const inOrder = exportWhere(f, within);
   const r = await db.execute<{ some: number; first: string | null; last: string | null }>(
     sql.raw(
       `select (select count(*)::int from (select 1 from cms_rows r where ${inOrder} order by r.table_id, r.id limit ${cap}) s) as some,

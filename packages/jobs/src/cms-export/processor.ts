@@ -30,6 +30,11 @@ interface Range {
   done: boolean;
   /** The range's bytes, in order: a prefix of each listed run's part file. */
   segments: Segment[];
+  /**
+   * The number in its part files' names: given when a range is split off another (see
+   * `splitRanges`), and kept as ranges are inserted before it. Absent: its place in the list.
+   */
+  part?: number;
 }
 
 interface Checkpoint {
@@ -71,6 +76,7 @@ export const exportBlobKey = (jobId: string, format: Format) => `exports/${jobId
  */
 const partKey = (jobId: string, range: number, lease: number) =>
   range === 0 ? `exports/parts/${jobId}.${lease}.part` : `exports/parts/${jobId}.${lease}.r${range}.part`;
+const partOf = (r: Range, i: number) => r.part ?? i;
 
 /**
  * `cms.export`: keyset pages of the table, each a `COPY … TO STDOUT` that PostgreSQL formats as
@@ -78,6 +84,8 @@ const partKey = (jobId: string, range: number, lease: number) =>
  * configured), streamed into part files, with one checkpoint-only chunk per `pageChunkMs` of
  * pages. The rows are cut into `pageReaders` ranges of ids; while the export has its worker to
  * itself, the ranges are read side by side (one connection each), otherwise one after the other.
+ * Side by side, a range that ends early ends the chunk, and the next one splits what is left of
+ * another range so that no reader waits (`splitRanges`).
  * A part file is written before the checkpoint that names its length is committed; bytes past
  * that length (a crash between the two) are ignored by the next run, which writes its own part
  * files from the committed rows on. At the end the committed prefixes, range after range, become
@@ -110,13 +118,14 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
   if (cp.phase === 'pages') {
     const count = () => countExportRows(reader.db, filter);
     const page = { ...filter, fields: table.fields, format: payload.format, limit: ctx.pageRows, utf8Server: await serverIsUtf8(reader.db) };
-    const planner = pagePlanner(run, blobs, reader.pool, page, ctx.pageChunkMs, () => ctx.alone(), count);
+    const split = (ranges: Range[]) => splitRanges(ranges, ctx.pageReaders, 2 * ctx.pageRows, (within) => exportBounds(reader.db, filter, 2 * ctx.pageRows, within));
+    const planner = pagePlanner(run, blobs, reader.pool, page, ctx.pageChunkMs, ctx.pageReaders, () => ctx.alone(), count, split);
     const paged = await runChunks<Checkpoint>(run, cp, planner);
     // Committing the end of the pages fences out a stale run before it could build the file.
     cp = { ...paged, phase: 'finalize', total: Math.max(paged.total ?? 0, paged.rows) };
     await run.commit({ checkpoint: cp, done: cp.rows, total: cp.total, rows: 0 });
   }
-  const pieces = await finalize(blobs, jobId, run.lease, finalKey, cp);
+  const pieces = await finalize(blobs, jobId, run.lease, finalKey, cp, ctx.pageReaders);
   const result: ExportResult = { blobKey: finalKey, format: payload.format, rows: cp.rows, bytes: cp.bytes };
   return pieces.length > 1 ? { ...result, pieces } : result;
 };
@@ -127,14 +136,17 @@ function pagePlanner(
   reader: pg.Pool,
   page: ExportPage,
   chunkMs: number,
+  readers: number,
   sideBySide: () => boolean,
   count: () => Promise<number>,
+  split: (ranges: Range[]) => Promise<Range[]>,
 ): (cp: Checkpoint) => Promise<Chunk<Checkpoint> | null> {
   /**
-   * Pages of range `i` one after the other for up to `chunkMs` (at least one), streamed to this
-   * run's part file of the range at its committed length, cutting off anything after it.
+   * Pages of range `i` one after the other for up to `chunkMs` (at least one) or until `stop.now`
+   * (another range read side by side has ended), streamed to this run's part file of the range at
+   * its committed length, cutting off anything after it.
    */
-  const readRange = async (i: number, range: Range, header: Buffer | undefined) => {
+  const readRange = async (i: number, range: Range, header: Buffer | undefined, stop: { now: boolean }) => {
     const last = range.segments.at(-1);
     const own = last?.lease === run.lease ? last : undefined;
     const offset = own?.bytes ?? 0;
@@ -150,19 +162,22 @@ function pagePlanner(
         rows += records.rows;
         lastId = records.lastId ?? lastId;
         done = records.rows < page.limit;
-      } while (!done && performance.now() - started < chunkMs);
+      } while (!done && !stop.now && performance.now() - started < chunkMs);
+      if (done) stop.now = true;
     }
-    const { size } = await blobs.writeAt(partKey(run.jobId, i, run.lease), offset, pages());
+    const { size } = await blobs.writeAt(partKey(run.jobId, partOf(range, i), run.lease), offset, pages());
     const segments = size > offset ? [...(own ? range.segments.slice(0, -1) : range.segments), { lease: run.lease, bytes: size }] : range.segments;
     return { range: { ...range, lastId, rows: range.rows + rows, done, segments }, rows, written: size - offset };
   };
 
-  return async (cp) => {
-    const open = cp.ranges.flatMap((r, i) => (r.done ? [] : [i]));
-    if (open.length === 0) return null;
+  return async (before) => {
     // Beside other jobs of its process, one range at a time: the one connection its slot stands for.
     const alone = sideBySide();
-    const now = alone ? open : open.slice(0, 1);
+    const cp = alone ? { ...before, ranges: await split(before.ranges) } : before;
+    const open = cp.ranges.flatMap((r, i) => (r.done ? [] : [i]));
+    if (open.length === 0) return null;
+    const now = open.slice(0, alone ? readers : 1);
+    const stop = { now: false };
     // The first chunk counts the rows (progress.total): beside its pages when the export is alone
     // (the count takes as long as a few pages of a large table), before them otherwise.
     const counting = cp.total !== null ? Promise.resolve(cp.total) : alone ? count() : Promise.resolve(await count());
@@ -170,7 +185,7 @@ function pagePlanner(
     const header = cp.bytes === 0 && page.format === 'csv' ? Buffer.from(csvHeader(page.fields), 'utf8') : undefined;
     // Every read and the count settle before the chunk ends, failed or not: none is left running.
     const [settled, counted] = await Promise.all([
-      Promise.allSettled(now.map((i) => readRange(i, cp.ranges[i]!, i === 0 ? header : undefined))),
+      Promise.allSettled(now.map((i) => readRange(i, cp.ranges[i]!, i === 0 ? header : undefined, stop))),
       counting.then((n) => ({ n }), (error: unknown) => ({ error })),
     ]);
     const failed = settled.find((r) => r.status === 'rejected');
@@ -212,9 +227,39 @@ async function* copyOut(pool: pg.Pool, records: CopyRecords): AsyncGenerator<Buf
   }
 }
 
+/**
+ * The ranges with, while fewer than `readers` are still open, open ones split in two (at the
+ * middle of their remaining ids, as `idCuts` spreads them) so that every reader has one: readers
+ * seldom go at one pace, and one left reading alone at the end reads at half the speed. A range
+ * is split only when what is left of it holds at least `least` rows (`bounds` counts up to that).
+ * The ranges stay in id order; each keeps its part number, and the new one takes the next.
+ */
+export async function splitRanges(
+  ranges: Range[],
+  readers: number,
+  least: number,
+  bounds: (within: { afterId: string | null; upTo: string | null }) => Promise<{ first: string | null; last: string | null; some: number }>,
+): Promise<Range[]> {
+  let open = ranges.filter((r) => !r.done).length;
+  if (open === 0 || open >= readers) return ranges;
+  const out = ranges.map((r, i) => ({ ...r, part: partOf(r, i) }));
+  for (let i = 0; i < out.length && open < readers; i++) {
+    const r = out[i]!;
+    if (r.done) continue;
+    const left = await bounds({ afterId: r.lastId, upTo: r.upTo });
+    if (left.some < least || !left.first || !left.last) continue;
+    const [cut] = idCuts(left.first, left.last, 2);
+    if (!cut) continue;
+    out.splice(i, 1, { ...r, upTo: cut }, { upTo: r.upTo, lastId: cut, rows: 0, done: false, segments: [], part: out.length });
+    open++;
+    i++;
+  }
+  return out;
+}
+
 /** Every committed part of the file, in order: range after range, segment after segment. */
 function committedParts(jobId: string, cp: Checkpoint): { key: string; bytes: number; lease: number }[] {
-  return cp.ranges.flatMap((r, i) => r.segments.filter((s) => s.bytes > 0).map((s) => ({ key: partKey(jobId, i, s.lease), bytes: s.bytes, lease: s.lease })));
+  return cp.ranges.flatMap((r, i) => r.segments.filter((s) => s.bytes > 0).map((s) => ({ key: partKey(jobId, partOf(r, i), s.lease), bytes: s.bytes, lease: s.lease })));
 }
 
 /** True when what the checkpoint names is still there: each part's committed prefix, or the piece it became. */
@@ -235,7 +280,7 @@ async function resumable(blobs: BlobStore, jobId: string, finalKey: string, cp: 
  * crashed half-way through finds the pieces made so far, and makes the others. Answers the
  * pieces' sizes.
  */
-async function finalize(blobs: BlobStore, jobId: string, lease: number, finalKey: string, cp: Checkpoint): Promise<number[]> {
+async function finalize(blobs: BlobStore, jobId: string, lease: number, finalKey: string, cp: Checkpoint, readers: number): Promise<number[]> {
   const parts = committedParts(jobId, cp);
   if (parts.length === 0) {
     // Nothing was written (NDJSON of an empty table): an empty file.
@@ -255,8 +300,10 @@ async function finalize(blobs: BlobStore, jobId: string, lease: number, finalKey
       await blobs.put(key, Readable.from(blobs.get(p.key, { start: 0, end: p.bytes }) as AsyncIterable<Buffer>));
     }
   }
-  // Runs that committed nothing (killed on their first page) left part files the checkpoint does not name.
-  for (let i = 0; i < cp.ranges.length; i++) {
+  // Runs that committed nothing (killed on their first page) left part files the checkpoint does
+  // not name, and so did a run killed in a chunk that split ranges: up to `readers - 1` numbers
+  // past those the checkpoint names.
+  for (let i = 0; i < cp.ranges.length + readers - 1; i++) {
     for (let l = 1; l <= lease; l++) await blobs.delete(partKey(jobId, i, l));
   }
   return parts.map((p) => p.bytes);
