@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import { exportPageCopySql } from '../../packages/db/src/queries/cms-export';
 import { CopyRecords } from '../../packages/jobs/src/cms-export/copy-records';
 import type { TeamClient } from '../lib/api';
+import { describeCpu, startCpuWindow, type CpuWindow } from '../lib/cpu-sampler';
 import {
   appPid,
   BIG_FIELDS,
@@ -72,9 +73,12 @@ export const export1m: BenchModule = {
           : `copy (select id, identifier, draft_data from cms_rows where ${filter} order by id) to stdout`;
       const client = await ctx.pg.connect();
       let base: { ms: number; bytes: number };
+      let baseCpu: CpuWindow | undefined;
       try {
         ctx.log(`export-1m: baseline COPY TO STDOUT (${format})`);
+        const cpu = startCpuWindow();
         base = await copyOutToNull(client, sql);
+        baseCpu = cpu.stop();
       } finally {
         client.release();
       }
@@ -97,6 +101,7 @@ export const export1m: BenchModule = {
             ? `; the rest of the worker's page time (~${s1(rest)}) is the part-file writes (write + fdatasync per page) and the worker's overhead; `
             : ` (more than the worker took: measured at different moments of a noisy machine); `) +
           `baseline: COPY (select ${format === 'csv' ? 'id, identifier, a column per field … format csv, header' : 'id, identifier, draft_data'} … order by id) TO STDOUT → /dev/null; ` +
+          `${describeCpu(p.cpuJob)} from the POST to the job's end, ${describeCpu(p.cpuDownload)} during the download, ${describeCpu(baseCpu)} during the baseline; ` +
           `worker peak RSS ${p.rssMb.toFixed(0)} MiB; rows ${src.how}; prep (vacuum, warm-up) ${s1(prepS)}, not timed`,
       });
     }
@@ -180,16 +185,22 @@ async function platformExport(ctx: BenchContext, team: TeamClient, tableId: stri
   let downloaded: number;
   let dl: { status: number; bytes: number };
   let jobId: string;
+  let cpuJob: CpuWindow | undefined;
+  let cpuDownload: CpuWindow | undefined;
   try {
     ctx.log(`export-1m: platform export (${format})`);
+    let cpu = startCpuWindow();
     started = performance.now();
     const job = (await team.request<{ id: string }>('POST', `/v1/cms-tables/${tableId}/exports`, { format }, [202])).body;
     accepted = performance.now();
     jobId = job.id;
     ended = await watchJob(ctx, jobId, { timeoutMs: 600_000 });
+    cpuJob = cpu.stop();
+    cpu = startCpuWindow();
     worker.label = 'download';
     dl = await downloadToNull(`${ctx.apiUrl}/v1/jobs/${jobId}/download`, team.token, ctx.signal);
     downloaded = performance.now();
+    cpuDownload = cpu.stop();
   } finally {
     rss = worker.stop();
   }
@@ -220,5 +231,7 @@ async function platformExport(ctx: BenchContext, team: TeamClient, tableId: stri
     pollS: (ended.at - accepted) / 1000 - job.queuedS - job.runS,
     downloadS: (downloaded - ended.at) / 1000,
     rssMb: rss.peakMb,
+    cpuJob,
+    cpuDownload,
   };
 }
