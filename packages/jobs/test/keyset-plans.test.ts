@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { countExportRows, exportBounds, exportPageCopySql, listRowsQuery, uuidv7 } from '@platform/db';
+import { countExportRows, exportBounds, exportCountSql, exportPageCopySql, listRowsQuery, uuidv7 } from '@platform/db';
 import { readBatchSql } from '../src/project-publish/publish-sql';
 import { createTestEnv, type TestEnv } from '../../../test/helpers';
 
@@ -41,6 +41,12 @@ it('reads every page on the (table_id, id) index, with or without bounds', async
     expect(p, JSON.stringify(page)).toContain('cms_rows_table_id_idx');
     expect(p, JSON.stringify(page)).not.toContain('cms_rows_pkey');
   }
+});
+
+it("counts a draft export's rows on the index of live identifiers alone (index-only, once vacuumed), not a scan of the table", async () => {
+  const p = await plan(exportCountSql({ tableId: ours, teamId: team, published: false }));
+  expect(p).toMatch(/Index Only Scan using cms_rows_table_identifier_uq/);
+  expect(p).not.toContain('Seq Scan');
 });
 
 it("lists a table's rows (the API's keyset pages) on the (table_id, id) index too", async () => {

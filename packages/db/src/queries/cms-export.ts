@@ -151,10 +151,23 @@ export async function exportBounds(
   return { first: row?.first ?? null, last: row?.last ?? null, some: row?.some ?? 0 };
 }
 
-/** How many rows an export covers when it starts (its `progress.total`). */
+/**
+ * How many rows an export covers when it starts (its `progress.total`). Counted without the team:
+ * a table's rows are its team's (every write takes `team_id` from the table it checked the team
+ * owns, and the export checked it too). Then a draft export's count is an index-only scan of the
+ * `(table_id, identifier) where deleted_at is null` index once the table is vacuumed: 1M rows
+ * behind 2M others in 60–90 ms against 260–300 ms for a parallel seq scan, and a third of the CPU.
+ * PostgreSQL takes the seq scan when the visibility map says the index would not save it.
+ */
 export async function countExportRows(db: DbOrTx, f: ExportFilter): Promise<number> {
-  const r = await db.execute<{ n: number }>(sql.raw(`select count(*)::int as n from cms_rows r where ${exportWhere(f)}`));
+  const r = await db.execute<{ n: number }>(sql.raw(exportCountSql(f)));
   return r.rows[0]?.n ?? 0;
+}
+
+/** The statement of `countExportRows`. */
+export function exportCountSql(f: ExportFilter): string {
+  const where = [`r.table_id = ${uuidLiteral(f.tableId)}`, 'r.deleted_at is null', ...(f.published ? ['r.data is not null'] : [])].join(' and ');
+  return `select count(*)::int as n from cms_rows r where ${where}`;
 }
 
 /**
