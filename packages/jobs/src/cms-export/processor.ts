@@ -234,7 +234,7 @@ async function* copyOut(pool: pg.Pool, records: CopyRecords): AsyncGenerator<Buf
  * is split only when what is left of it holds at least `least` rows (`bounds` counts up to that).
  * The ranges stay in id order; each keeps its part number, and the new one takes the next.
  */
-export async function splitRanges(
+async function splitRanges(
   ranges: Range[],
   readers: number,
   least: number,
