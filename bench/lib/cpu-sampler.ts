@@ -44,9 +44,12 @@ function processTicks(): Map<number, { ppid: number; pgrp: number; ticks: number
   for (const pid of pids) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      // Fields after "(comm)": state ppid pgrp … utime(14) stime(15), counted from 1 before comm.
+      // Fields after "(comm)": state ppid pgrp … utime(14) stime(15) cutime(16) cstime(17),
+      // counted from 1 before comm. With the CPU of children it reaped: a process that came and
+      // went inside a window (PostgreSQL's parallel workers, which the postmaster reaps) counts for
+      // its parent instead of for "other processes".
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(Number(pid), { ppid: Number(f[1]), pgrp: Number(f[2]), ticks: Number(f[11]) + Number(f[12]) });
+      out.set(Number(pid), { ppid: Number(f[1]), pgrp: Number(f[2]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) });
     } catch {
       // gone meanwhile
     }
@@ -122,8 +125,9 @@ export function startCpuWindow(): { stop(): CpuWindow | undefined } {
         if (used > 0) ours[labelOf(pid)] = (ours[labelOf(pid)] ?? 0) + (100 * used) / total;
       }
       const busyPct = (100 * (last.busy - first.busy)) / total;
-      // Whatever busy time is not this run's is someone else's (short-lived processes that came and
-      // went inside the window are seen by no snapshot, so they are counted here).
+      // Whatever busy time is not this run's is someone else's (a process that came and went inside
+      // the window is seen by no snapshot: it counts for its parent once reaped, see processTicks,
+      // and here before that or when its parent is not this run's).
       const othersPct = Math.max(0, busyPct - Object.values(ours).reduce((a, b) => a + b, 0));
       return {
         busyPct,
