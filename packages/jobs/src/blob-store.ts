@@ -20,6 +20,8 @@ export interface BlobStore {
    * Writes `body` at byte `offset` of a blob written piece by piece (an export's part file),
    * creating it at offset 0, and cuts off anything past it: the blob is then exactly
    * `offset + body.length` bytes, durably. Refuses an offset past the blob's end (a lost part).
+   * A piece of an iterable body is done with once the next is asked for: its memory may be
+   * reused then (an export's output buffers are), so a store must not keep it past that.
    */
   writeAt(key: string, offset: number, body: Buffer | string | AsyncIterable<Buffer>): Promise<{ size: number }>;
   /** Renames a blob in one step: a reader of `to` sees the old blob or the whole new one. */

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportPageCopySql, uuidv7 } from '@platform/db';
-import { CopyRecords } from '../src/cms-export/copy-records';
+import { BufferPool, CopyRecords } from '../src/cms-export/copy-records';
 import { createTestEnv, type TestEnv } from '../../../test/helpers';
 
 const ids = ['01a21d02-b0eb-723d-a4bb-c8808608493a', '01a21d02-b0f3-705c-9873-4fc055bef40c', '01a21d02-b0ff-726c-968d-ed54afee911d'];
@@ -50,11 +50,18 @@ function copyOut(rows: string[] | Buffer[], count = rows.length) {
  * the way node-pg's socket would, and says what came out and what was handed back to node-pg.
  */
 async function feed(format: 'csv' | 'ndjson', bytes: Buffer, cuts: number[], reported: number) {
+  const { records, sent, handedBack } = started(format, bytes, cuts, reported);
+  const out = Buffer.concat(await records.toArray()).toString('utf8');
+  return { sent, out, rows: records.rows, lastId: records.lastId, handedBack: Buffer.concat(handedBack) };
+}
+
+/** A CopyRecords fed `bytes` as `feed` does, its output not read yet. */
+function started(format: 'csv' | 'ndjson', bytes: Buffer, cuts: number[], reported: number, pool?: BufferPool) {
   const socket = Object.assign(new EventEmitter(), { pause() {}, resume() {} });
   const handedBack: Buffer[] = [];
   socket.on('data', (b: Buffer) => handedBack.push(Buffer.from(b)));
   const sent: string[] = [];
-  const records = new CopyRecords('copy (…) to stdout', format);
+  const records = new CopyRecords('copy (…) to stdout', format, pool);
   (records as unknown as { submit(c: unknown): void }).submit({ stream: socket, query: (text: string) => sent.push(text) });
   let at = 0;
   for (const cut of [...cuts, bytes.length]) {
@@ -64,8 +71,7 @@ async function feed(format: 'csv' | 'ndjson', bytes: Buffer, cuts: number[], rep
   // What node-pg does once it has read CommandComplete and ReadyForQuery.
   records.handleCommandComplete({ text: `COPY ${reported}` });
   records.handleReadyForQuery();
-  const out = Buffer.concat(await records.toArray()).toString('utf8');
-  return { sent, out, rows: records.rows, lastId: records.lastId, handedBack: Buffer.concat(handedBack) };
+  return { records, sent, handedBack };
 }
 
 describe('CopyRecords (a COPY OUT read off the socket as export records)', () => {
@@ -112,6 +118,36 @@ describe('CopyRecords (a COPY OUT read off the socket as export records)', () =>
     expect(Buffer.concat(handedBack)).toEqual(error);
 
     await expect(feed('csv', copyOut(csvRows).bytes, [], 4)).rejects.toThrow('COPY reported 4 rows but 3 were read');
+  });
+
+  it('takes its buffers from a pool, and keeps the last row id when its buffer goes back and is reused', async () => {
+    const pool = new BufferPool(64, 4);
+    // Rows of 40 bytes: one per 64-byte buffer.
+    const rows = (tag: string) => ids.map((id) => `${id},${tag}\n`);
+    const read = async (tag: string) => {
+      const { records } = started('csv', copyOut(rows(tag)).bytes, [], 3, pool);
+      let text = '';
+      const pieces = new Set<ArrayBufferLike>();
+      for await (const piece of records as AsyncIterable<Buffer>) {
+        text += piece.toString('utf8');
+        pieces.add(piece.buffer);
+        pool.give(piece);
+      }
+      return { records, text, pieces };
+    };
+    const first = await read('a');
+    expect(first.text).toBe(rows('a').map((r) => r.replace('\n', '\r\n')).join(''));
+    // The second COPY writes its rows into the buffers the first one's rows were in.
+    const second = await read('b');
+    expect(second.text).toBe(rows('b').map((r) => r.replace('\n', '\r\n')).join(''));
+    expect([...second.pieces].some((b) => first.pieces.has(b))).toBe(true);
+    expect([first.records.lastId, second.records.lastId]).toEqual([ids[2], ids[2]]);
+    // A reused buffer is overwritten: what stays right is the id kept apart, not the buffer.
+    const { records } = started('csv', copyOut([`${ids[0]},x\n`]).bytes, [], 1, pool);
+    for await (const piece of records as AsyncIterable<Buffer>) pool.give(piece);
+    const other = started('csv', copyOut([`${ids[1]},y\n`]).bytes, [], 1, pool).records;
+    for await (const piece of other as AsyncIterable<Buffer>) void piece;
+    expect(records.lastId).toBe(ids[0]);
   });
 
   it('refuses a record too short to hold its row id', async () => {

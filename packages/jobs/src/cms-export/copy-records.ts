@@ -26,6 +26,30 @@ const BINARY_HEADER = 19;
 const BINARY_ROW = 6;
 
 /**
+ * Output buffers of one size, handed back once their bytes are written: an export of hundreds of
+ * MiB would otherwise make a new one per 256 KiB, and the garbage collector ran for about half of
+ * the worker's main thread time while it read pages. Keeps at most `keep` of them.
+ */
+export class BufferPool {
+  private readonly free: ArrayBuffer[] = [];
+  constructor(
+    readonly size: number = OUT_SIZE,
+    private readonly keep = 8,
+  ) {}
+
+  take(): Buffer {
+    const spare = this.free.pop();
+    return spare ? Buffer.from(spare) : Buffer.allocUnsafeSlow(this.size);
+  }
+
+  /** Hands back the buffer `piece` is part of (any other buffer is left to the garbage collector). */
+  give(piece: Buffer): void {
+    const whole = piece.buffer;
+    if (whole instanceof ArrayBuffer && whole.byteLength === this.size && this.free.length < this.keep && !this.free.includes(whole)) this.free.push(whole);
+  }
+}
+
+/**
  * One `COPY … TO STDOUT` of `exportPageCopySql`, read straight off the connection's socket as the
  * export's bytes. PostgreSQL sends a COPY OUT as one CopyData message per row (protocol docs,
  * "COPY Operations"), so the messages are the records: no scan of the data for line ends or
@@ -35,6 +59,9 @@ const BINARY_ROW = 6;
  * NDJSON comes as a binary COPY (`format binary`) of one text column, the line: each message is
  * the field count and the value's length, then the line, which gets its `\n` here. The file's
  * header comes before the first row (in the same message) and its trailer in a message of its own.
+ *
+ * With a `pool`, output buffers come from it, and whoever reads this stream may hand each piece
+ * back (`pool.give`) once it is done with it.
  *
  * Run as a node-pg submittable (`client.query(records.submittable())`): while the COPY
  * runs it reads the socket itself, and at CopyDone (or an error) it gives the socket back with
@@ -71,6 +98,8 @@ export class CopyRecords extends Readable {
   /** Where the last whole record starts: its buffer and offset (its id is decoded only when asked). */
   private lastRow: Buffer | null = null;
   private lastRowAt = 0;
+  /** The last record's id, decoded when its buffer was handed on (which may go back to a pool). */
+  private lastRowId: string | null = null;
   private readonly csv: boolean;
   private readonly idAt: number;
   /** Binary COPY (NDJSON): the bytes before each message's value, read apart from the output. */
@@ -85,17 +114,27 @@ export class CopyRecords extends Readable {
   constructor(
     private readonly text: string,
     format: 'csv' | 'ndjson',
+    private readonly pool?: BufferPool,
   ) {
     super({ highWaterMark: OUT_SIZE });
     this.csv = format === 'csv';
     this.binary = format === 'ndjson';
     this.idAt = ID_AT[format];
-    this.out = Buffer.allocUnsafe(OUT_SIZE);
+    this.out = pool ? pool.take() : Buffer.allocUnsafe(OUT_SIZE);
   }
 
   /** The row id of the last record read, or null before the first. */
   get lastId(): string | null {
-    return this.lastRow ? this.lastRow.toString('latin1', this.lastRowAt + this.idAt, this.lastRowAt + this.idAt + ID_LENGTH) : null;
+    return this.lastRow ? this.lastRow.toString('latin1', this.lastRowAt + this.idAt, this.lastRowAt + this.idAt + ID_LENGTH) : this.lastRowId;
+  }
+
+  /** Hands on the output so far (true: more is welcome), keeping the last row's id apart from it. */
+  private pushOut(): boolean {
+    if (this.lastRow === this.out) {
+      this.lastRowId = this.lastId;
+      this.lastRow = null;
+    }
+    return this.push(this.out.subarray(0, this.at));
   }
 
   // --- node-pg's submittable interface ------------------------------------------------------------
@@ -133,7 +172,7 @@ export class CopyRecords extends Readable {
       this.destroy(new Error(`COPY reported ${this.reported} rows but ${this.rows} were read`));
       return;
     }
-    if (this.at > 0) this.push(this.out.subarray(0, this.at));
+    if (this.at > 0) this.pushOut();
     this.push(null);
   }
 
@@ -210,8 +249,8 @@ export class CopyRecords extends Readable {
     const need = length + 1;
     if (this.at + need > this.out.length) {
       // Past the high-water mark: the socket waits until the consumer reads (_read resumes it).
-      if (this.at > 0 && !this.push(this.out.subarray(0, this.at))) this.connection?.stream.pause();
-      this.out = Buffer.allocUnsafe(Math.max(OUT_SIZE, need));
+      if (this.at > 0 && !this.pushOut()) this.connection?.stream.pause();
+      this.out = this.pool && need <= this.pool.size ? this.pool.take() : Buffer.allocUnsafe(Math.max(OUT_SIZE, need));
       this.at = 0;
     }
     this.rowStart = this.at;

@@ -7,7 +7,7 @@ import { runChunks, type Chunk, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
 import type { Processor } from '../processor';
 import { exportPieceKey, type ExportResult, type exportPayload } from './definition';
-import { CopyRecords } from './copy-records';
+import { BufferPool, CopyRecords } from './copy-records';
 import { csvHeader } from './format';
 
 type Payload = z.infer<typeof exportPayload>;
@@ -141,6 +141,8 @@ function pagePlanner(
   count: () => Promise<number>,
   split: (ranges: Range[]) => Promise<Range[]>,
 ): (cp: Checkpoint) => Promise<Chunk<Checkpoint> | null> {
+  // One pool for the run's readers: a piece goes back once written, whichever range it was.
+  const buffers = new BufferPool();
   /**
    * Pages of range `i` one after the other for up to `chunkMs` (at least one) or until `stop.now`
    * (another range read side by side has ended), streamed to this run's part file of the range at
@@ -157,8 +159,8 @@ function pagePlanner(
     async function* pages(): AsyncGenerator<Buffer> {
       if (header) yield header;
       do {
-        const records = new CopyRecords(exportPageCopySql({ ...page, afterId: lastId, upTo: range.upTo }), page.format);
-        yield* copyOut(reader, records);
+        const records = new CopyRecords(exportPageCopySql({ ...page, afterId: lastId, upTo: range.upTo }), page.format, buffers);
+        yield* copyOut(reader, records, buffers);
         rows += records.rows;
         lastId = records.lastId ?? lastId;
         done = records.rows < page.limit;
@@ -207,16 +209,21 @@ function pagePlanner(
 }
 
 /**
- * The output of one COPY … TO STDOUT (`records`) as the export's bytes.
+ * The output of one COPY … TO STDOUT (`records`) as the export's bytes, each piece's buffer handed
+ * back to `buffers` once the next piece is asked for.
  * The connection is held only while the page streams; one left mid-COPY (the writer failed) is
  * closed, not reused.
  */
-async function* copyOut(pool: pg.Pool, records: CopyRecords): AsyncGenerator<Buffer> {
+async function* copyOut(pool: pg.Pool, records: CopyRecords, buffers: BufferPool): AsyncGenerator<Buffer> {
   const client = await pool.connect();
   let failure: Error | undefined;
   try {
     client.query(records.submittable());
-    for await (const chunk of records as AsyncIterable<Buffer>) yield chunk;
+    for await (const chunk of records as AsyncIterable<Buffer>) {
+      yield chunk;
+      // Asked for the next piece: the writer is done with this one (BlobStore.writeAt).
+      buffers.give(chunk);
+    }
   } catch (err) {
     failure = err as Error;
     throw err;
