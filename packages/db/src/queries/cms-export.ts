@@ -58,8 +58,11 @@ function exportWhere(f: ExportFilter, ordered?: { afterId?: string | null; upTo?
         `(r.table_id, r.id) <= (${table}, ${uuidLiteral(ordered.upTo ?? MAX_UUID)})`,
       ]
     : [`r.table_id = ${table}`];
-  return [...bounds, `r.team_id = ${uuidLiteral(f.teamId)}`, 'r.deleted_at is null', ...(f.published ? ['r.data is not null'] : [])].join(' and ');
+  return [...bounds, `r.team_id = ${uuidLiteral(f.teamId)}`, ...rowsCovered(f)].join(' and ');
 }
+
+/** Which of a table's rows an export covers: not deleted, and with live data when `published`. */
+const rowsCovered = (f: ExportFilter) => ['r.deleted_at is null', ...(f.published ? ['r.data is not null'] : [])];
 
 export interface ExportPage extends ExportFilter {
   fields: readonly CmsField[];
@@ -166,7 +169,7 @@ export async function countExportRows(db: DbOrTx, f: ExportFilter): Promise<numb
 
 /** The statement of `countExportRows`. */
 export function exportCountSql(f: ExportFilter): string {
-  const where = [`r.table_id = ${uuidLiteral(f.tableId)}`, 'r.deleted_at is null', ...(f.published ? ['r.data is not null'] : [])].join(' and ');
+  const where = [`r.table_id = ${uuidLiteral(f.tableId)}`, ...rowsCovered(f)].join(' and ');
   return `select count(*)::int as n from cms_rows r where ${where}`;
 }
 

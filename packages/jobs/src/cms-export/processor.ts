@@ -118,7 +118,9 @@ export const exportProcessor: Processor<Payload> = async (ctx) => {
   if (cp.phase === 'pages') {
     const count = () => countExportRows(reader.db, filter);
     const page = { ...filter, fields: table.fields, format: payload.format, limit: ctx.pageRows, utf8Server: await serverIsUtf8(reader.db) };
-    const split = (ranges: Range[]) => splitRanges(ranges, ctx.pageReaders, 2 * ctx.pageRows, (within) => exportBounds(reader.db, filter, 2 * ctx.pageRows, within));
+    // A range is split while what is left of it holds two pages or more.
+    const least = 2 * ctx.pageRows;
+    const split = (ranges: Range[]) => splitRanges(ranges, ctx.pageReaders, least, (within) => exportBounds(reader.db, filter, least, within));
     const planner = pagePlanner(run, blobs, reader.pool, page, ctx.pageChunkMs, ctx.pageReaders, () => ctx.alone(), count, split);
     const paged = await runChunks<Checkpoint>(run, cp, planner);
     // Committing the end of the pages fences out a stale run before it could build the file.
