@@ -1,5 +1,4 @@
 import { rmSync } from 'node:fs';
-import type pg from 'pg';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { exportPageCopySql } from '../../packages/db/src/queries/cms-export';
@@ -13,8 +12,6 @@ import {
   chunkRows,
   copyFileFor,
   copyIn,
-  copyOutToNull,
-  downloadToNull,
   jobTimes,
   millionImport,
   millionImportStarted,
@@ -26,6 +23,7 @@ import {
   s1,
   watchJob,
 } from '../lib/big-data';
+import { startReadClient, type ReadClient } from '../lib/read-client';
 import type { BenchContext, BenchModule, BenchRow } from '../lib/types';
 
 type Format = 'ndjson' | 'csv';
@@ -64,66 +62,67 @@ export const export1m: BenchModule = {
     const prepS = (performance.now() - prepStarted) / 1000;
 
     const rows: BenchRow[] = [];
-    for (const format of ['ndjson', 'csv'] as const) {
-      const p = await platformExport(ctx, src.team, src.tableId, format);
-      const pages = await measurePages(ctx, src.tableId, src.team.teamId, format, PAGE_ROWS);
-      // CSV: the export's columns, one per field, quoted by COPY. NDJSON: the row's columns as
-      // stored (id, identifier, the draft's JSON text), the fastest way out for the same rows;
-      // building each line in SQL (json_build_object) would make the baseline ~3× slower.
-      const fieldsSql = BIG_FIELDS.map((f) => `draft_data->>'${f.name}' as "${f.name}"`).join(', ');
-      const columns = format === 'csv' ? `id, identifier, ${fieldsSql}` : 'id, identifier, draft_data';
-      const options = format === 'csv' ? ' with (format csv, header)' : '';
-      // Three ways to write the baseline's query, and the fastest counts. As written by hand
-      // (`where table_id = … order by id`), and even bounded on `(table_id, id)` as the export's
-      // pages are, PostgreSQL may scan and sort the whole table in parallel once cms_rows holds
-      // other tables' rows (the full run's does: 3.0–3.4 s where the index took ~2.4 s alone);
-      // the third forbids that plan (enable_seqscan and enable_sort off), leaving the index.
-      const bounded = `(table_id, id) >= ('${src.tableId}', '${MIN_UUID}') and (table_id, id) <= ('${src.tableId}', '${MAX_UUID}') and team_id = '${src.team.teamId}' and deleted_at is null`;
-      const baselines = [
-        { name: 'order by id', sql: `copy (select ${columns} from cms_rows where ${filter} order by id) to stdout${options}` },
-        { name: '(table_id, id) bounds', sql: `copy (select ${columns} from cms_rows where ${bounded} order by table_id, id) to stdout${options}` },
-        { name: 'the same, no seq scan or sort', sql: `copy (select ${columns} from cms_rows where ${bounded} order by table_id, id) to stdout${options}`, forceIndex: true },
-      ];
-      const measured: { name: string; plan: string; ms: number; bytes: number; cpu: CpuWindow | undefined }[] = [];
-      const client = await ctx.pg.connect();
-      try {
+    // Started before anything is timed; both sides read through it.
+    const reader = await startReadClient(ctx.databaseUrl);
+    try {
+      for (const format of ['ndjson', 'csv'] as const) {
+        const p = await platformExport(ctx, reader, src.team, src.tableId, format);
+        const pages = await measurePages(ctx, src.tableId, src.team.teamId, format, PAGE_ROWS);
+        // CSV: the export's columns, one per field, quoted by COPY. NDJSON: the row's columns as
+        // stored (id, identifier, the draft's JSON text), the fastest way out for the same rows;
+        // building each line in SQL (json_build_object) would make the baseline ~3× slower.
+        const fieldsSql = BIG_FIELDS.map((f) => `draft_data->>'${f.name}' as "${f.name}"`).join(', ');
+        const columns = format === 'csv' ? `id, identifier, ${fieldsSql}` : 'id, identifier, draft_data';
+        const options = format === 'csv' ? ' with (format csv, header)' : '';
+        // Three ways to write the baseline's query, and the fastest counts. As written by hand
+        // (`where table_id = … order by id`), and even bounded on `(table_id, id)` as the export's
+        // pages are, PostgreSQL may scan and sort the whole table in parallel once cms_rows holds
+        // other tables' rows (the full run's does: 3.0–3.4 s where the index took ~2.4 s alone);
+        // the third forbids that plan (enable_seqscan and enable_sort off), leaving the index.
+        const bounded = `(table_id, id) >= ('${src.tableId}', '${MIN_UUID}') and (table_id, id) <= ('${src.tableId}', '${MAX_UUID}') and team_id = '${src.team.teamId}' and deleted_at is null`;
+        const baselines = [
+          { name: 'order by id', sql: `copy (select ${columns} from cms_rows where ${filter} order by id) to stdout${options}` },
+          { name: '(table_id, id) bounds', sql: `copy (select ${columns} from cms_rows where ${bounded} order by table_id, id) to stdout${options}` },
+          { name: 'the same, no seq scan or sort', sql: `copy (select ${columns} from cms_rows where ${bounded} order by table_id, id) to stdout${options}`, forceIndex: true },
+        ];
+        const measured: { name: string; plan: string; ms: number; bytes: number; cpu: CpuWindow | undefined }[] = [];
         for (const b of baselines) {
           ctx.log(`export-1m: baseline COPY TO STDOUT (${format}, ${b.name})`);
-          if (b.forceIndex) await client.query('set enable_seqscan = off; set enable_sort = off');
-          const plan = await planOf(client, b.sql);
+          if (b.forceIndex) await reader.query('set enable_seqscan = off; set enable_sort = off');
+          const plan = await planOf(reader, b.sql);
           const cpu = startCpuWindow();
-          const r = await copyOutToNull(client, b.sql);
+          const r = await reader.copyOut(b.sql);
           measured.push({ name: b.name, plan, ...r, cpu: cpu.stop() });
-          if (b.forceIndex) await client.query('reset enable_seqscan; reset enable_sort');
+          if (b.forceIndex) await reader.query('reset enable_seqscan; reset enable_sort');
         }
-      } finally {
-        client.release();
+        const base = measured.reduce((a, b) => (b.ms < a.ms ? b : a));
+        const baseCpu = base.cpu;
+        const baseS = base.ms / 1000;
+        const inTx = p.txS;
+        const rest = p.pagesS - pages.exportS - inTx;
+        rows.push({
+          bench: `export-1m ${format}`,
+          platform: { value: MILLION / p.seconds, unit: 'rows/s' },
+          baseline: { value: MILLION / baseS, unit: 'rows/s' },
+          better: 'higher',
+          note:
+            `target ≥ 0.6; ${s1(p.seconds)} vs ${s1(baseS)}, ${(p.bytes / 2 ** 20).toFixed(0)} MiB vs ${(base.bytes / 2 ** 20).toFixed(0)} MiB. ` +
+            `Platform: POST→202 ${(p.acceptS * 1000).toFixed(0)} ms, queued ${s1(p.queuedS)}, ` +
+            `bounds ${s1(p.countS)} + count and pages of ${PAGE_ROWS.toLocaleString('en-US')} rows in ${p.chunks} chunks ${s1(p.pagesS)} (${pct(p.pagesS, p.seconds)}; ${s1(inTx)} in checkpoint tx, longest ${p.maxTxMs} ms), ` +
+            `file built ${s1(p.finalizeS)}, poll lag ${s1(p.pollS)}, download ${s1(p.downloadS)} (${pct(p.downloadS, p.seconds)}); ` +
+            `measured apart in the bench process: the export's page COPYs (PostgreSQL formats the ${format}) read to nothing ${s1(pages.exportS)}, ` +
+            `the same keyset pages of the baseline's columns ${s1(pages.plainS)}` +
+            (rest > 0
+              ? `; the rest of the worker's page time (~${s1(rest)}) is the part-file writes (write + fdatasync per page) and the worker's overhead; `
+              : ` (more than the worker took: measured at different moments of a noisy machine); `) +
+            `baseline: COPY (select ${format === 'csv' ? 'id, identifier, a column per field … format csv, header' : 'id, identifier, draft_data'} …) TO STDOUT → /dev/null, the fastest of ` +
+            `${measured.map((m) => `${m.name} ${s1(m.ms / 1000)} (${m.plan})`).join(', ')}; ` +
+            `${describeCpu(p.cpuJob)} from the POST to the job's end, ${describeCpu(p.cpuDownload)} during the download, ${describeCpu(baseCpu)} during the baseline; ` +
+            `worker peak RSS ${p.rssMb.toFixed(0)} MiB; rows ${src.how}; prep (vacuum, warm-up) ${s1(prepS)}, not timed`,
+        });
       }
-      const base = measured.reduce((a, b) => (b.ms < a.ms ? b : a));
-      const baseCpu = base.cpu;
-      const baseS = base.ms / 1000;
-      const inTx = p.txS;
-      const rest = p.pagesS - pages.exportS - inTx;
-      rows.push({
-        bench: `export-1m ${format}`,
-        platform: { value: MILLION / p.seconds, unit: 'rows/s' },
-        baseline: { value: MILLION / baseS, unit: 'rows/s' },
-        better: 'higher',
-        note:
-          `target ≥ 0.6; ${s1(p.seconds)} vs ${s1(baseS)}, ${(p.bytes / 2 ** 20).toFixed(0)} MiB vs ${(base.bytes / 2 ** 20).toFixed(0)} MiB. ` +
-          `Platform: POST→202 ${(p.acceptS * 1000).toFixed(0)} ms, queued ${s1(p.queuedS)}, ` +
-          `bounds ${s1(p.countS)} + count and pages of ${PAGE_ROWS.toLocaleString('en-US')} rows in ${p.chunks} chunks ${s1(p.pagesS)} (${pct(p.pagesS, p.seconds)}; ${s1(inTx)} in checkpoint tx, longest ${p.maxTxMs} ms), ` +
-          `file built ${s1(p.finalizeS)}, poll lag ${s1(p.pollS)}, download ${s1(p.downloadS)} (${pct(p.downloadS, p.seconds)}); ` +
-          `measured apart in the bench process: the export's page COPYs (PostgreSQL formats the ${format}) read to nothing ${s1(pages.exportS)}, ` +
-          `the same keyset pages of the baseline's columns ${s1(pages.plainS)}` +
-          (rest > 0
-            ? `; the rest of the worker's page time (~${s1(rest)}) is the part-file writes (write + fdatasync per page) and the worker's overhead; `
-            : ` (more than the worker took: measured at different moments of a noisy machine); `) +
-          `baseline: COPY (select ${format === 'csv' ? 'id, identifier, a column per field … format csv, header' : 'id, identifier, draft_data'} …) TO STDOUT → /dev/null, the fastest of ` +
-          `${measured.map((m) => `${m.name} ${s1(m.ms / 1000)} (${m.plan})`).join(', ')}; ` +
-          `${describeCpu(p.cpuJob)} from the POST to the job's end, ${describeCpu(p.cpuDownload)} during the download, ${describeCpu(baseCpu)} during the baseline; ` +
-          `worker peak RSS ${p.rssMb.toFixed(0)} MiB; rows ${src.how}; prep (vacuum, warm-up) ${s1(prepS)}, not timed`,
-      });
+    } finally {
+      await reader.close();
     }
     return rows;
   },
@@ -136,9 +135,9 @@ interface Source {
 }
 
 /** The scans and sorts of a COPY's query plan, in one line. */
-async function planOf(client: pg.PoolClient, copySql: string): Promise<string> {
-  const r = await client.query<{ 'QUERY PLAN': string }>(`explain ${copySql.replace(/^copy \((.*)\) to stdout.*$/s, '$1')}`);
-  const nodes = r.rows.map((x) => x['QUERY PLAN'].replace(/^[\s->]+/, '').replace(/\s+\(cost=.*$/, '').replace(/ on cms_rows$/, ''));
+async function planOf(reader: ReadClient, copySql: string): Promise<string> {
+  const rows = await reader.query<{ 'QUERY PLAN': string }>(`explain ${copySql.replace(/^copy \((.*)\) to stdout.*$/s, '$1')}`);
+  const nodes = rows.map((x) => x['QUERY PLAN'].replace(/^[\s->]+/, '').replace(/\s+\(cost=.*$/, '').replace(/ on cms_rows$/, ''));
   return nodes.filter((n) => /Scan|Sort|Gather/.test(n)).join(' ← ');
 }
 
@@ -202,7 +201,7 @@ async function measurePages(ctx: BenchContext, tableId: string, teamId: string, 
   }
 }
 
-async function platformExport(ctx: BenchContext, team: TeamClient, tableId: string, format: Format) {
+async function platformExport(ctx: BenchContext, reader: ReadClient, team: TeamClient, tableId: string, format: Format) {
   const worker = new RssSampler(appPid('worker'));
   worker.label = 'export';
   let rss: RssSummary;
@@ -225,7 +224,7 @@ async function platformExport(ctx: BenchContext, team: TeamClient, tableId: stri
     cpuJob = cpu.stop();
     cpu = startCpuWindow();
     worker.label = 'download';
-    dl = await downloadToNull(`${ctx.apiUrl}/v1/jobs/${jobId}/download`, team.token, ctx.signal);
+    dl = await reader.download(`${ctx.apiUrl}/v1/jobs/${jobId}/download`, team.token);
     downloaded = performance.now();
     cpuDownload = cpu.stop();
   } finally {

@@ -125,7 +125,7 @@ function devNull() {
 }
 
 /** `COPY (query) TO STDOUT` streamed to /dev/null; returns the time and bytes. */
-export async function copyOutToNull(client: pg.PoolClient, sql: string): Promise<{ ms: number; bytes: number }> {
+export async function copyOutToNull(client: pg.ClientBase, sql: string): Promise<{ ms: number; bytes: number }> {
   const t0 = performance.now();
   const counter = byteCounter();
   await pipeline(client.query(copyTo(sql)), counter.stream, devNull());

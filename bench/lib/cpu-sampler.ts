@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { READ_CLIENT_ENTRY } from './read-client';
 
 /**
  * Machine-wide CPU over a window, from /proc/stat (Linux; empty elsewhere): how busy the cores
@@ -14,7 +15,7 @@ export interface CpuWindow {
    * postmaster): other work on a shared machine, which makes the window's latencies not comparable.
    */
   othersPct: number;
-  /** This run's share by part: worker, api, dashboard (by working folder), postgres, redis, bench. */
+  /** This run's share by part: worker, api, dashboard (by working folder), postgres, redis, bench, client (read-client.ts). */
   ours: Record<string, number>;
   stealPct: number;
   /** Mean of procs_running sampled every 100 ms (the sampler's own thread included). */
@@ -68,6 +69,7 @@ function labelOf(pid: number): string {
     if (pid === process.pid) label = 'bench';
     else if (comm.startsWith('postgres')) label = 'postgres';
     else if (comm.startsWith('redis')) label = 'redis';
+    else if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(READ_CLIENT_ENTRY)) label = 'client';
     else {
       const cwd = readlinkSync(`/proc/${pid}/cwd`);
       const m = /apps\/(api|worker|dashboard)$/.exec(cwd);
