@@ -1,4 +1,10 @@
+import { readdirSync, readlinkSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { insertJob, uuidv7 } from '@platform/db';
+import { exportPieces, FsBlobStore } from '@platform/jobs';
 import type { FastifyInstance } from 'fastify';
 import { parse } from 'csv-parse/sync';
 import pino from 'pino';
@@ -257,6 +263,78 @@ describe('CMS exports end to end', () => {
     expect(cp.ranges.map((r: { rows: number }) => r.rows).reduce((a: number, b: number) => a + b, 0)).toBe(65);
     expect([...cp.ranges.map((r: { part: number }) => r.part)].sort((a, b) => a - b)).toEqual(cp.ranges.map((_: unknown, i: number) => i));
     expect(job.result.pieces).toHaveLength(cp.ranges.filter((r: { rows: number }) => r.rows > 0).length);
+  });
+
+  /** A completed export as the worker leaves it, its file in these pieces; its id. */
+  async function completedExport(parts: Buffer[]): Promise<string> {
+    const teamId = (await t.database.pool.query<{ id: string }>(`select id from teams where name = 'exporters'`)).rows[0]!.id;
+    const id = uuidv7();
+    const result = { blobKey: `exports/${id}.ndjson`, format: 'ndjson', rows: 0, bytes: parts.reduce((a, p) => a + p.length, 0), pieces: parts.map((b) => b.length) };
+    const blobs = new FsBlobStore(t.blobDir);
+    for (const [i, p] of exportPieces(result).entries()) await blobs.put(p.key, parts[i]!);
+    await insertJob(t.database.db, { id, teamId, type: 'cms.export', queue: 'cms-export', payload: {}, status: 'completed' });
+    await t.database.pool.query(`update jobs set result = $2 where id = $1`, [id, result]);
+    return id;
+  }
+
+  /** Printable bytes that differ along the file (a piece sent twice or out of place shows). */
+  const bytesOf = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => 32 + ((i * seed + (i >> 10)) % 90)));
+
+  async function listening(): Promise<number> {
+    if (!api.server.listening) await api.listen({ port: 0, host: '127.0.0.1' });
+    return (api.server.address() as AddressInfo).port;
+  }
+
+  it('sends a file of several pieces exactly over a real socket, to a slow reader', async () => {
+    // Each piece larger than the API's 1 MiB read buffer, which is read into again once the socket took it.
+    const parts = [bytesOf(2 * 2 ** 20 + 333, 7), bytesOf(2 ** 20 + 1, 13)];
+    const id = await completedExport(parts);
+    const port = await listening();
+    const got = await new Promise<{ status: number; length: string | undefined; body: Buffer }>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: `/v1/jobs/${id}/download`, headers: bearer(token) }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => {
+          chunks.push(c);
+          if (chunks.length % 8 === 0) {
+            res.pause();
+            setTimeout(() => res.resume(), 5);
+          }
+        });
+        res.on('end', () => resolve({ status: res.statusCode!, length: res.headers['content-length'], body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      }).on('error', reject);
+    });
+    expect(got.status).toBe(200);
+    expect(got.length).toBe(String(parts[0]!.length + parts[1]!.length));
+    expect(got.body.equals(Buffer.concat(parts))).toBe(true);
+    const head = await api.inject({ method: 'HEAD', url: `/v1/jobs/${id}/download`, headers: bearer(token) });
+    expect([head.statusCode, head.headers['content-length'], head.rawPayload.length]).toEqual([200, got.length, 0]);
+  });
+
+  it('stops sending when the client leaves half-way: the file is closed, and the next download is whole', async () => {
+    // 48 MiB: more than the socket's buffers on both sides hold, so the API is mid-file when the client leaves.
+    const big = Buffer.alloc(48 * 2 ** 20).fill(bytesOf(4099, 3));
+    const id = await completedExport([big]);
+    const port = await listening();
+    const openOnBlobs = () => readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(path.join(t.blobDir, 'exports'));
+      } catch {
+        return false;
+      }
+    }).length;
+    const req = http.get({ host: '127.0.0.1', port, path: `/v1/jobs/${id}/download`, headers: bearer(token) });
+    req.on('error', () => {}); // ours: destroyed below
+    const res = await new Promise<http.IncomingMessage>((resolve) => req.once('response', resolve));
+    res.pause(); // reads nothing: the sockets fill and the API waits with its file open
+    await waitFor(async () => openOnBlobs() === 1 || undefined, { what: 'the API to hold the file open' });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(openOnBlobs()).toBe(1);
+    req.destroy();
+    await waitFor(async () => openOnBlobs() === 0 || undefined, { what: 'the API to close the file of the download left half-way' });
+    const again = await download(id);
+    expect(again.statusCode).toBe(200);
+    expect(again.rawPayload.equals(big)).toBe(true);
   });
 
   it('exports a table of 200 fields, the most a table may have, in both formats', async () => {

@@ -14,6 +14,12 @@ export interface BlobStore {
   put(key: string, body: Readable | Buffer | string): Promise<{ size: number }>;
   /** Streams the blob, from byte `start` when given (resuming at a checkpoint), up to byte `end` (exclusive). */
   get(key: string, opts?: { start?: number; end?: number }): Readable;
+  /**
+   * The blob's bytes, in pieces read into one buffer that is reused: a piece is valid until the
+   * next is asked for (or the iteration ends), so a consumer that keeps one longer must copy it.
+   * For sending a large blob without allocating per piece (an export's download).
+   */
+  read(key: string): AsyncIterable<Buffer>;
   size(key: string): Promise<number | undefined>;
   delete(key: string): Promise<void>;
   /**
@@ -34,6 +40,15 @@ export interface BlobStore {
 export class BlobGapError extends Error {
   override name = 'BlobGapError';
 }
+
+/**
+ * Buffers of finished reads (`read`), for the next: a download of 300 MiB read in fresh 1 MiB
+ * buffers made the API's garbage collector run for about a third of its busy time, and the API
+ * used twice the CPU it does with one reused buffer.
+ */
+const READ_BUFFER_SIZE = 1 << 20;
+const MAX_SPARE_READ_BUFFERS = 8;
+const spareReadBuffers: Buffer[] = [];
 
 const KEY_RE = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/i;
 
@@ -70,6 +85,21 @@ export class FsBlobStore implements BlobStore {
     // createReadStream's `end` is inclusive.
     // 1 MiB reads: a download of hundreds of MiB in 64 KiB pieces spent its time in the event loop.
     return createReadStream(this.file(key), { start: opts.start, end: opts.end === undefined ? undefined : opts.end - 1, highWaterMark: 1 << 20 });
+  }
+
+  async *read(key: string): AsyncIterable<Buffer> {
+    const handle = await open(this.file(key), 'r');
+    const buf = spareReadBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER_SIZE);
+    try {
+      for (;;) {
+        const { bytesRead } = await handle.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) return;
+        yield buf.subarray(0, bytesRead);
+      }
+    } finally {
+      if (spareReadBuffers.length < MAX_SPARE_READ_BUFFERS) spareReadBuffers.push(buf);
+      await handle.close();
+    }
   }
 
   async size(key: string): Promise<number | undefined> {

@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import type { ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { and, desc, eq, sql } from 'drizzle-orm';
@@ -20,6 +20,15 @@ import { teamAuth } from '../../plugins/auth';
 import { decodeCursor, encodeCursor, presentJob } from '../../present';
 
 const jobParams = z.object({ id: z.string() });
+
+/**
+ * Resolves once the socket has taken `buf` (its memory may be reused then); rejects when the
+ * client went away first (Node calls a write's callback with an error when its socket is destroyed).
+ */
+function writeOut(res: ServerResponse, buf: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => res.write(buf, (err) => (err ? reject(err) : resolve())));
+}
+
 /** The cursor's time, as this API writes it (microseconds, UTC); Postgres parses it as is. */
 const ISO_UTC_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/;
 // A real calendar time: JS would roll 2024-02-30 over to March, Postgres refuses it (a 500).
@@ -139,14 +148,24 @@ export const jobRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) => {
     if (pieces.length === 0 || sizes.some((size, i) => size !== pieces[i]!.bytes)) throw new AppError('not_found', 'the exported file has expired and was deleted');
     const format = result?.format === 'csv' ? 'csv' : 'ndjson';
     const blobs = deps.blobs;
-    // A file kept in pieces (one per range of rows the export read side by side) is sent as one.
-    const body = pieces.length === 1 ? blobs.get(pieces[0]!.key) : Readable.from((async function* () {
-      for (const p of pieces) yield* blobs.get(p.key) as AsyncIterable<Buffer>;
-    })());
-    return reply
-      .header('content-type', format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
-      .header('content-length', pieces.reduce((a, p) => a + p.bytes, 0))
-      .header('content-disposition', `attachment; filename="export-${job.id}.${format}"`)
-      .send(body);
+    // Written to the socket by hand: each piece is read into one reused buffer (BlobStore.read),
+    // which may be read into again only once the socket has taken it. onResponse hooks still run.
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson',
+      'content-length': pieces.reduce((a, p) => a + p.bytes, 0),
+      'content-disposition': `attachment; filename="export-${job.id}.${format}"`,
+    });
+    if (req.method === 'HEAD') return void res.end();
+    try {
+      // A file kept in pieces (one per range of rows the export read side by side) is sent as one.
+      for (const p of pieces) for await (const buf of blobs.read(p.key)) await writeOut(res, buf);
+      res.end();
+    } catch (err) {
+      // The status line is sent: cutting the connection short is what tells the client.
+      req.log.warn({ err: String(err), jobId: job.id }, 'download cut short');
+      res.destroy();
+    }
   });
 };
