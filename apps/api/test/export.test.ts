@@ -265,6 +265,36 @@ describe('CMS exports end to end', () => {
     expect(job.result.pieces).toHaveLength(cp.ranges.filter((r: { rows: number }) => r.rows > 0).length);
   });
 
+  it('resumes an export whose checkpoint an older version wrote (one cursor, no ranges), from its committed bytes', async () => {
+    // The whole file, as this version writes it, to compare with.
+    const whole = await finished((await exportOf({ format: 'csv' })).json().id);
+    expect(whole.status).toBe('completed');
+    const file = (await download(whole.id)).rawPayload;
+    const ids = (await rowsInIdOrder()).map((r) => r.id);
+    expect(ids.length).toBeGreaterThan(6);
+    // Five rows committed: the file up to the sixth row's record.
+    const committed = file.indexOf(`\r\n${ids[5]},`) + 2;
+    expect(committed).toBeGreaterThan(2);
+
+    // A failed export as the version before ranges left it: its checkpoint is one cursor and one list
+    // of segments, its part file holds the committed bytes and what it wrote past them before it failed.
+    const teamId = (await t.database.pool.query<{ id: string }>(`select id from teams where name = 'exporters'`)).rows[0]!.id;
+    const id = uuidv7();
+    await insertJob(t.database.db, { id, teamId, type: 'cms.export', queue: 'cms-export', payload: { tableId, format: 'csv', published: false }, status: 'failed' });
+    const legacy = { phase: 'pages', lastId: ids[4], bytes: committed, rows: 5, total: ids.length, segments: [{ lease: 1, bytes: committed }] };
+    await t.database.pool.query(`update jobs set checkpoint = $2, lease = 1, chunk_seq = 1, finished_at = now(), error = '{"code":"internal","message":"crashed"}' where id = $1`, [id, legacy]);
+    const blobs = new FsBlobStore(t.blobDir);
+    await blobs.put(`exports/parts/${id}.1.part`, Buffer.concat([file.subarray(0, committed), Buffer.from('uncommitted bytes of the crashed run\r\n')]));
+
+    const retry = await api.inject({ method: 'POST', url: `/v1/jobs/${id}/retry`, headers: bearer(token) });
+    expect(retry.statusCode).toBe(202);
+    const job = await finished(id);
+    expect(job.status, JSON.stringify(job.error)).toBe('completed');
+    expect(job.result).toMatchObject({ rows: ids.length, bytes: file.length });
+    expect((await download(id)).rawPayload.equals(file)).toBe(true);
+    expect(await blobs.size(`exports/parts/${id}.1.part`)).toBeUndefined();
+  });
+
   /** A completed export as the worker leaves it, its file in these pieces; its id. */
   async function completedExport(parts: Buffer[]): Promise<string> {
     const teamId = (await t.database.pool.query<{ id: string }>(`select id from teams where name = 'exporters'`)).rows[0]!.id;

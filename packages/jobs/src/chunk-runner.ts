@@ -398,10 +398,11 @@ function openingFirst(client: pg.PoolClient, writer: ChunkWriter): pg.PoolClient
 
 /**
  * Drives a run to the end: asks `plan` for the next chunk (reads happen there, outside any
- * transaction), commits it, and repeats until `plan` returns null. Resumes from the run's
- * committed checkpoint, or `initial` on a first run. A chunk with `parts` cut short commits the
- * parts left as the next chunk (then maybe cut again): `plan` is always asked from the end of the
- * chunk it planned last.
+ * transaction), commits it, and repeats until `plan` returns null. Starts from `from`: the run's
+ * committed checkpoint as the processor reads it (an export converts one of an older shape: the
+ * run's raw checkpoint would bypass that), or where a first run starts. A chunk with `parts` cut
+ * short commits the parts left as the next chunk (then maybe cut again): `plan` is always asked
+ * from the end of the chunk it planned last.
  *
  * `ahead`: when it answers yes (asked at each chunk), plan the next chunk while this one commits,
  * from the checkpoint this one will commit, so the process parses and encodes while PostgreSQL
@@ -411,11 +412,11 @@ function openingFirst(client: pg.PoolClient, writer: ChunkWriter): pg.PoolClient
  */
 export async function runChunks<C>(
   run: JobRun<C>,
-  initial: C,
+  from: C,
   plan: (checkpoint: C) => Promise<Chunk<C> | null>,
   opts: { ahead?: () => boolean } = {},
 ): Promise<C> {
-  let cp = run.checkpoint ?? initial;
+  let cp = from;
   let chunk = await plan(cp);
   // Planned from the end of the chunk last planned, while that one (or what is left of it) commits.
   let planned: Promise<Chunk<C> | null> | undefined;
