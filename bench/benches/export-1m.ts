@@ -63,7 +63,7 @@ export const export1m: BenchModule = {
 
     const rows: BenchRow[] = [];
     // Started before anything is timed; both sides read through it.
-    const reader = await startReadClient(ctx.databaseUrl);
+    const reader = await startReadClient(ctx.databaseUrl, ctx.signal);
     try {
       for (const format of ['ndjson', 'csv'] as const) {
         const p = await platformExport(ctx, reader, src.team, src.tableId, format);

@@ -258,10 +258,15 @@ export const interactiveLatency: BenchModule = {
             return;
           }
         }
-        await stopJob(ctx, team.token, jobId);
+        // A job that completed while being stopped (the publish may, in its last cycles) is not retried.
+        const status = await stopJob(ctx, team.token, jobId);
         enter('idle');
         await sleep(WINDOW_MS, ctx.signal);
         enter('between');
+        if (status === 'completed') {
+          ctx.log(`interactive-latency: job ${jobId} completed as cycle ${c + 1} of ${CYCLES} ended; the measurement stops there`);
+          return;
+        }
         if (c < CYCLES - 1) {
           const chunks = await chunkCount(ctx, jobId);
           await apiRequest(ctx.apiUrl, team.token, 'POST', `/v1/jobs/${jobId}/retry`, undefined, { expect: [202] });
@@ -480,9 +485,11 @@ async function runsFor(ctx: BenchContext, jobId: string, ms: number, tick?: () =
 }
 
 /** Cancels the job (it stops at its next chunk boundary) and waits until it has. */
-async function stopJob(ctx: BenchContext, token: string, jobId: string): Promise<void> {
+/** Cancels the job (409: it had ended already) and waits for it to end; its final status. */
+async function stopJob(ctx: BenchContext, token: string, jobId: string): Promise<string> {
   await apiRequest(ctx.apiUrl, token, 'POST', `/v1/jobs/${jobId}/cancel`, undefined, { expect: [202, 409] });
-  await ctx.waitJobsEnded([jobId], { timeoutMs: 120_000, intervalMs: 25 });
+  const { statuses } = await ctx.waitJobsEnded([jobId], { timeoutMs: 120_000, intervalMs: 25 });
+  return Object.keys(statuses)[0] ?? 'unknown';
 }
 
 async function jobSummary(ctx: BenchContext, jobId: string): Promise<string> {

@@ -31,7 +31,8 @@ const ROOT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../
 /** What the CPU sampler looks for in a process's command line to name it. */
 export const READ_CLIENT_ENTRY = 'bench/lib/read-client-main.ts';
 
-export async function startReadClient(databaseUrl: string): Promise<ReadClient> {
+/** Starts the client (it connects to PostgreSQL first); `signal` (Ctrl+C) kills it, failing what it was doing. */
+export async function startReadClient(databaseUrl: string, signal?: AbortSignal, readyMs = 60_000): Promise<ReadClient> {
   const loader = pathToFileURL(createRequire(path.join(ROOT_DIR, 'package.json')).resolve('tsx')).href;
   const child: ChildProcess = spawn(process.execPath, ['--import', loader, READ_CLIENT_ENTRY], {
     cwd: ROOT_DIR,
@@ -52,23 +53,50 @@ export async function startReadClient(databaseUrl: string): Promise<ReadClient> 
     else p?.reject(new Error(m.error));
   });
   const exited = new Promise<void>((resolve) =>
-    child.once('exit', (code, signal) => {
-      gone = `exited (${signal ?? code})`;
+    child.once('exit', (code, sig) => {
+      gone = `exited (${sig ?? code})`;
       failAll(gone);
       resolve();
     }),
   );
-  await new Promise<void>((resolve, reject) => {
-    child.once('message', () => resolve());
-    void exited.then(() => reject(new Error(`the read client ${gone} before it was ready`)));
+  // A failed spawn (no exit follows), or a send on a channel that closed before the exit came.
+  let failed!: () => void;
+  const errored = new Promise<void>((resolve) => (failed = resolve));
+  child.on('error', (err) => {
+    gone ??= `failed: ${err.message}`;
+    failAll(gone);
+    failed();
   });
+  const ended = Promise.race([exited, errored]);
+  const kill = () => child.kill('SIGKILL');
+  signal?.addEventListener('abort', kill, { once: true });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the read client was not ready within ${readyMs} ms`)), readyMs);
+      child.once('message', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      void ended.then(() => {
+        clearTimeout(timer);
+        reject(new Error(`the read client ${gone} before it was ready`));
+      });
+    });
+  } catch (err) {
+    kill();
+    throw err;
+  }
   let next = 0;
   const ask = <T>(req: ReadRequest): Promise<T> => {
     if (gone) return Promise.reject(new Error(`the read client ${gone}`));
     const id = ++next;
     return new Promise<T>((resolve, reject) => {
       pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      child.send({ id, ...req });
+      child.send({ id, ...req }, (err) => {
+        if (!err) return;
+        pending.delete(id);
+        reject(new Error(`the read client could not be asked: ${err.message}`));
+      });
     });
   };
   return {
@@ -76,8 +104,9 @@ export async function startReadClient(databaseUrl: string): Promise<ReadClient> 
     copyOut: (sql) => ask({ kind: 'copy', sql }),
     query: (sql) => ask({ kind: 'query', sql }),
     async close() {
+      signal?.removeEventListener('abort', kill);
       if (!gone) child.kill('SIGTERM');
-      await exited;
+      await ended;
     },
   };
 }

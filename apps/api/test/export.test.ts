@@ -1,4 +1,4 @@
-import { readdirSync, readlinkSync } from 'node:fs';
+import { mkdirSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -315,12 +315,9 @@ describe('CMS exports end to end', () => {
     return (api.server.address() as AddressInfo).port;
   }
 
-  it('sends a file of several pieces exactly over a real socket, to a slow reader', async () => {
-    // Each piece larger than the API's 1 MiB read buffer, which is read into again once the socket took it.
-    const parts = [bytesOf(2 * 2 ** 20 + 333, 7), bytesOf(2 ** 20 + 1, 13)];
-    const id = await completedExport(parts);
-    const port = await listening();
-    const got = await new Promise<{ status: number; length: string | undefined; body: Buffer }>((resolve, reject) => {
+  /** GETs a download over a real socket, pausing now and then (the socket fills, the API waits for it). */
+  function slowDownload(port: number, id: string): Promise<{ status: number; length: string | undefined; body: Buffer }> {
+    return new Promise((resolve, reject) => {
       http.get({ host: '127.0.0.1', port, path: `/v1/jobs/${id}/download`, headers: bearer(token) }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => {
@@ -334,11 +331,38 @@ describe('CMS exports end to end', () => {
         res.on('error', reject);
       }).on('error', reject);
     });
-    expect(got.status).toBe(200);
-    expect(got.length).toBe(String(parts[0]!.length + parts[1]!.length));
-    expect(got.body.equals(Buffer.concat(parts))).toBe(true);
-    const head = await api.inject({ method: 'HEAD', url: `/v1/jobs/${id}/download`, headers: bearer(token) });
-    expect([head.statusCode, head.headers['content-length'], head.rawPayload.length]).toEqual([200, got.length, 0]);
+  }
+
+  it('sends files of several pieces exactly over real sockets, two at once to slow readers', async () => {
+    // Each piece larger than the API's 1 MiB read buffer, which is read into again once the socket took it.
+    const files = [
+      [bytesOf(2 * 2 ** 20 + 333, 7), bytesOf(2 ** 20 + 1, 13)],
+      [bytesOf(3 * 2 ** 20 + 5, 11), bytesOf(17, 5), bytesOf(2 ** 20 - 1, 3)],
+    ];
+    const ids = await Promise.all(files.map((parts) => completedExport(parts)));
+    const port = await listening();
+    const got = await Promise.all(ids.map((id) => slowDownload(port, id)));
+    for (const [i, parts] of files.entries()) {
+      const whole = Buffer.concat(parts);
+      expect(got[i]!.status).toBe(200);
+      expect(got[i]!.length).toBe(String(whole.length));
+      expect(got[i]!.body.equals(whole)).toBe(true);
+    }
+    const head = await api.inject({ method: 'HEAD', url: `/v1/jobs/${ids[0]}/download`, headers: bearer(token) });
+    expect([head.statusCode, head.headers['content-length'], head.rawPayload.length]).toEqual([200, got[0]!.length, 0]);
+  });
+
+  it('answers 404 in the error shape when the file cannot be read before anything is sent', async () => {
+    // A directory where the file should be, with the file's size recorded: the size check passes, reading fails.
+    const id = await completedExport([Buffer.alloc(1)]);
+    const key = path.join(t.blobDir, 'exports', `${id}.ndjson`);
+    rmSync(key);
+    mkdirSync(key);
+    const size = statSync(key).size;
+    await t.database.pool.query(`update jobs set result = result || jsonb_build_object('bytes', $2::int, 'pieces', jsonb_build_array($2::int)) where id = $1`, [id, size]);
+    const res = await download(id);
+    expect(res.statusCode).toBe(404);
+    expect(res.json().error.code).toBe('not_found');
   });
 
   it('stops sending when the client leaves half-way: the file is closed, and the next download is whole', async () => {

@@ -21,20 +21,23 @@ import { decodeCursor, encodeCursor, presentJob } from '../../present';
 
 const jobParams = z.object({ id: z.string() });
 
+/** The client of a download went away (its socket closed or refused a write). */
+class ClientGone extends Error {}
+
 /**
- * Resolves once the socket has taken `buf` (its memory may be reused then); rejects when the
- * client went away first. Both ways: with Node 20, a write issued from the callback of the one
- * before, still waiting when the client left, never called back ('close' came); with a read in
- * between, as here, the callback comes and the next write fails (the test sees that case).
+ * Resolves once the socket has taken `buf` (its memory may be reused then); rejects with
+ * ClientGone when the client went away first. Both ways: with Node 20, a write issued from the
+ * callback of the one before, still waiting when the client left, never called back ('close'
+ * came); with a read in between, as here, the callback comes and the next write fails.
  */
 function writeOut(res: ServerResponse, buf: Buffer): Promise<void> {
-  if (res.destroyed) return Promise.reject(new Error('the client went away'));
+  if (res.destroyed) return Promise.reject(new ClientGone('the client went away'));
   return new Promise((resolve, reject) => {
-    const gone = () => reject(new Error('the client went away'));
+    const gone = () => reject(new ClientGone('the client went away'));
     res.once('close', gone);
     res.write(buf, (err) => {
       res.off('close', gone);
-      if (err) reject(err);
+      if (err) reject(new ClientGone(err.message));
       else resolve();
     });
   });
@@ -159,6 +162,15 @@ export const jobRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) => {
     if (pieces.length === 0 || sizes.some((size, i) => size !== pieces[i]!.bytes)) throw new AppError('not_found', 'the exported file has expired and was deleted');
     const format = result?.format === 'csv' ? 'csv' : 'ndjson';
     const blobs = deps.blobs;
+    // The first piece is opened and read before the status line: a file deleted by now is still a 404.
+    const first = blobs.read(pieces[0]!.key)[Symbol.asyncIterator]();
+    let head: IteratorResult<Buffer>;
+    try {
+      head = await first.next();
+    } catch (err) {
+      req.log.warn({ err: String(err), jobId: job.id }, 'export file could not be opened');
+      throw new AppError('not_found', 'the exported file has expired and was deleted');
+    }
     // Written to the socket by hand: each piece is read into one reused buffer (BlobStore.read),
     // which may be read into again only once the socket has taken it. onResponse hooks still run.
     reply.hijack();
@@ -168,17 +180,21 @@ export const jobRoutes: FastifyPluginAsyncZod<ApiDeps> = async (app, deps) => {
       'content-length': pieces.reduce((a, p) => a + p.bytes, 0),
       'content-disposition': `attachment; filename="export-${job.id}.${format}"`,
     });
-    if (req.method === 'HEAD') return void res.end();
     try {
-      // A file kept in pieces (one per range of rows the export read side by side) is sent as one.
-      for (const p of pieces) for await (const buf of blobs.read(p.key)) await writeOut(res, buf);
+      if (req.method !== 'HEAD') {
+        // A file kept in pieces (one per range of rows the export read side by side) is sent as one.
+        for (let r = head; !r.done; r = await first.next()) await writeOut(res, r.value);
+        for (const p of pieces.slice(1)) for await (const buf of blobs.read(p.key)) await writeOut(res, buf);
+      }
       res.end();
     } catch (err) {
-      // A client that went away is ordinary; a file that could not be read is not. The status
-      // line is sent: cutting the connection short is what tells the client.
-      if (res.destroyed) req.log.info({ jobId: job.id }, 'download left by the client');
+      // The status line is sent: cutting the connection short is what tells the client.
+      if (err instanceof ClientGone) req.log.info({ jobId: job.id }, 'download left by the client');
       else req.log.warn({ err: String(err), jobId: job.id }, 'download cut short: the file could not be read');
       res.destroy();
+    } finally {
+      // Gives the first piece's buffer back and closes its file, however the loop ended.
+      await first.return?.();
     }
   });
 };
