@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportPageCopySql, uuidv7 } from '@platform/db';
-import { BufferPool, CopyRecords } from '../src/cms-export/copy-records';
+import { BufferPool } from '../src/buffer-pool';
+import { CopyRecords } from '../src/cms-export/copy-records';
 import { createTestEnv, type TestEnv } from '../../../test/helpers';
 
 const ids = ['01a21d02-b0eb-723d-a4bb-c8808608493a', '01a21d02-b0f3-705c-9873-4fc055bef40c', '01a21d02-b0ff-726c-968d-ed54afee911d'];

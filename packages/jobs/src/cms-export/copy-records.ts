@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import type pg from 'pg';
+import type { BufferPool } from '../buffer-pool';
 
 /** The parts of node-pg's connection a COPY OUT takes over while it runs: its socket, and sending the query. */
 interface PgConnection {
@@ -15,7 +16,7 @@ const HEADER = 5; // code byte + 4-byte length
 const NEWLINE = 0x0a;
 const CR = 0x0d;
 /** Output is handed on in buffers of about this size: few pieces for the writer, little memory. */
-const OUT_SIZE = 256 * 1024;
+export const OUT_SIZE = 256 * 1024;
 /** Where a record's row id starts: CSV records begin with it, NDJSON lines with `{"id":"`. */
 const ID_AT = { csv: 0, ndjson: 7 } as const;
 const ID_LENGTH = 36;
@@ -24,30 +25,6 @@ const BINARY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
 const BINARY_HEADER = 19;
 /** Before each binary row's one value: the field count (int16, 1) and the value's length (int32). */
 const BINARY_ROW = 6;
-
-/**
- * Output buffers of one size, handed back once their bytes are written: an export of hundreds of
- * MiB would otherwise make a new one per 256 KiB, and the garbage collector ran for about half of
- * the worker's main thread time while it read pages. Keeps at most `keep` of them.
- */
-export class BufferPool {
-  private readonly free: ArrayBuffer[] = [];
-  constructor(
-    readonly size: number = OUT_SIZE,
-    private readonly keep = 8,
-  ) {}
-
-  take(): Buffer {
-    const spare = this.free.pop();
-    return spare ? Buffer.from(spare) : Buffer.allocUnsafeSlow(this.size);
-  }
-
-  /** Hands back the buffer `piece` is part of (any other buffer is left to the garbage collector). */
-  give(piece: Buffer): void {
-    const whole = piece.buffer;
-    if (whole instanceof ArrayBuffer && whole.byteLength === this.size && this.free.length < this.keep && !this.free.includes(whole)) this.free.push(whole);
-  }
-}
 
 /**
  * One `COPY … TO STDOUT` of `exportPageCopySql`, read straight off the connection's socket as the

@@ -7,7 +7,8 @@ import { runChunks, type Chunk, type JobRun } from '../chunk-runner';
 import { JobInputError } from '../errors';
 import type { Processor } from '../processor';
 import { exportPieceKey, type ExportResult, type exportPayload } from './definition';
-import { BufferPool, CopyRecords } from './copy-records';
+import { BufferPool } from '../buffer-pool';
+import { CopyRecords, OUT_SIZE } from './copy-records';
 import { csvHeader } from './format';
 
 type Payload = z.infer<typeof exportPayload>;
@@ -144,7 +145,7 @@ function pagePlanner(
   split: (ranges: Range[]) => Promise<Range[]>,
 ): (cp: Checkpoint) => Promise<Chunk<Checkpoint> | null> {
   // One pool for the run's readers: a piece goes back once written, whichever range it was.
-  const buffers = new BufferPool();
+  const buffers = new BufferPool(OUT_SIZE);
   /**
    * Pages of range `i` one after the other for up to `chunkMs` (at least one) or until `stop.now`
    * (another range read side by side has ended), streamed to this run's part file of the range at
