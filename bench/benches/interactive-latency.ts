@@ -1,12 +1,10 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import pg from 'pg';
 import { apiRequest } from '../lib/api';
 import { describeCpu, startCpuWindow, type CpuWindow } from '../lib/cpu-sampler';
+import { startLoadClient, type IdSet, type LoadWindow } from '../lib/load-client';
 import { byteSize, ndjsonFile, postImport } from '../lib/ndjson-import';
-import { openLoop, type LoadKind } from '../lib/open-loop';
-import { BENCH_FIELDS, rowData } from '../lib/rows';
+import { BENCH_FIELDS } from '../lib/rows';
 import { percentile, sleep } from '../lib/stats';
 import type { BenchContext, BenchModule, BenchRow } from '../lib/types';
 
@@ -52,13 +50,7 @@ interface DbEvents {
 /** What the machine was doing while a request was scheduled. */
 type State = 'idle' | 'on' | 'paced' | 'busy-core' | 'between';
 
-interface Window {
-  read: number[];
-  /** Every read: when it was scheduled, from the start of its window (the n-th of its state, from 0), and its latency (ms). */
-  readAt: { offset: number; ms: number; window: number }[];
-  save: number[];
-  errors: number;
-  firstError?: string;
+interface Window extends LoadWindow {
   seconds: number;
   cpu?: CpuWindow;
 }
@@ -69,7 +61,8 @@ interface Window {
  * each latency from the scheduled time: reads of random rows through the API
  * (`GET /v1/cms-tables/:id/rows/:rowId`, over 1,000,000 rows) and, every 10th, an editor saving
  * one row of the very table being written, directly (`UPDATE cms_rows SET draft_data = … WHERE
- * id = …` through its own pool of 4, as the studio does).
+ * id = …` through its own pool of 4, as the studio does). The generator runs in a process of its
+ * own (`bench/lib/load-client.ts`), so that the bench process's pauses do not count as latency.
  *
  * The platform's work (a 1,000,000-row publish, then a 1,000,000-row NDJSON import) is measured
  * in alternating windows, so that the background load of a shared machine hits both alike: 4 s
@@ -103,36 +96,32 @@ export const interactiveLatency: BenchModule = {
     await ctx.pg.query('checkpoint').catch(() => {}); // superuser only; a cleaner start when allowed
     ctx.log(`interactive-latency: ${(ROWS + IMPORT_TABLE_SEED).toLocaleString('en-US')} rows seeded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
-    const api = new URL(ctx.apiUrl);
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
-    const editor = new pg.Pool({ connectionString: ctx.databaseUrl, max: EDITOR_POOL, application_name: 'studio-editor' });
-    editor.on('error', () => {});
-    let saves = 0;
-    const read: LoadKind = {
-      name: 'read',
-      fire: () => getOk(agent, api, `/v1/cms-tables/${pubTable}/rows/${pubIds[Math.floor(Math.random() * pubIds.length)]!}`, team.token),
-    };
-    const save = (rows: string[]): LoadKind => ({
-      name: 'save',
-      fire: async () => {
-        const id = rows[Math.floor(Math.random() * rows.length)]!;
-        const n = ++saves;
-        await editor.query('update cms_rows set draft_data = $1 where id = $2', [JSON.stringify({ ...rowData(n), title: `edited ${n}` }), id]);
+    // The requests come from a process of their own (see load-client.ts), started before anything is timed.
+    const load = await startLoadClient(
+      {
+        apiUrl: ctx.apiUrl,
+        token: team.token,
+        databaseUrl: ctx.databaseUrl,
+        readTable: pubTable,
+        reads: pubIds,
+        intervalMs: INTERVAL_MS,
+        saveEvery: SAVE_EVERY,
+        editorPool: EDITOR_POOL,
       },
-    });
+      ctx.signal,
+    );
 
     /**
      * Runs the load while `drive` moves the machine between states (it calls `enter`); returns the
      * latencies and CPU per state. Reads always go over the 1,000,000-row table; the editor saves
      * `saveRows`, rows of the table being written.
      */
-    const measure = async (saveRows: string[], drive: (enter: (s: State) => void) => Promise<void>, maxMs = 600_000) => {
+    const measure = async (saveRows: IdSet, drive: (enter: (s: State) => void) => Promise<void>, maxMs = 600_000) => {
       const windows = new Map<State, Window>();
       const cpuSum = new Map<State, { weight: number; cpu: CpuWindow[] }>();
       let state: State = 'between';
       let since = performance.now();
-      /** When each window began: a read's offset in its window is its scheduled time minus the last start before it. */
-      const starts: { state: State; at: number }[] = [{ state, at: since }];
+      load.setState(state);
       let cpu = startCpuWindow();
       const enter = (next: State) => {
         const took = performance.now() - since;
@@ -148,43 +137,25 @@ export const interactiveLatency: BenchModule = {
         windows.set(state, w);
         state = next;
         since = performance.now();
-        starts.push({ state, at: since });
+        load.setState(state);
         cpu = startCpuWindow();
       };
-      const kinds = new Map<State, { read: LoadKind; save: LoadKind }>();
-      const saveKind = save(saveRows);
-      const kindFor = (s: State) => {
-        let k = kinds.get(s);
-        if (!k) kinds.set(s, (k = { read: { ...read, name: `${s}:read` }, save: { ...saveKind, name: `${s}:save` } }));
-        return k;
-      };
+      const running = load.run(saveRows, maxMs);
+      running.catch(() => {});
       const driving = drive(enter).finally(() => enter('between'));
-      driving.catch(() => {});
-      const res = await openLoop({
-        intervalMs: INTERVAL_MS,
-        kindOf: (i) => (i % SAVE_EVERY === SAVE_EVERY - 1 ? kindFor(state).save : kindFor(state).read),
-        maxDurationMs: maxMs,
-        until: driving,
-        drainTimeoutMs: 60_000,
-        signal: ctx.signal,
-        onAnswer: (name, at, ms) => {
-          const [s, kind] = name.split(':') as [State, string];
-          if (kind !== 'read') return;
-          let k = starts.length - 1;
-          while (k > 0 && starts[k]!.at > at) k--;
-          const w = windows.get(s) ?? emptyWindow();
-          const window = starts.slice(0, k).filter((x) => x.state === s).length;
-          w.readAt.push({ offset: at - starts[k]!.at, ms, window });
-          windows.set(s, w);
-        },
-      });
-      await driving;
-      for (const [name, k] of Object.entries(res.byKind)) {
-        const [s, kind] = name.split(':') as [State, 'read' | 'save'];
+      try {
+        await driving;
+      } finally {
+        load.stop();
+      }
+      const res = await running;
+      for (const [s, lw] of Object.entries(res.windows) as [State, LoadWindow][]) {
         const w = windows.get(s) ?? emptyWindow();
-        w[kind].push(...k.latencies);
-        w.errors += k.errors + k.unanswered;
-        w.firstError ??= k.firstError;
+        w.read.push(...lw.read);
+        w.readAt.push(...lw.readAt);
+        w.save.push(...lw.save);
+        w.errors += lw.errors;
+        w.firstError ??= lw.firstError;
         windows.set(s, w);
       }
       for (const [s, acc] of cpuSum) {
@@ -199,8 +170,7 @@ export const interactiveLatency: BenchModule = {
           ours: Object.fromEntries([...labels].map((l) => [l, avg((c) => c.ours[l] ?? 0)])),
         };
       }
-      const lag = res.maxSendLagMs;
-      return { windows, lag };
+      return { windows, lag: res.lag };
     };
     const log = (what: string, m: Awaited<ReturnType<typeof measure>>, extra = '') => {
       for (const [s, w] of m.windows) {
@@ -386,8 +356,7 @@ export const interactiveLatency: BenchModule = {
       });
     } finally {
       clearInterval(holdPressure);
-      agent.destroy();
-      await editor.end().catch(() => {});
+      await load.close();
     }
   },
 };
@@ -410,8 +379,8 @@ function idPrefix(): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-7${h.slice(12, 15)}-8${h.slice(15, 18)}-`;
 }
 
-/** Inserts `n` draft rows in SQL with time-ordered-looking ids of a random prefix; returns their ids. */
-async function seedRows(ctx: BenchContext, tableId: string, teamId: string, n: number, tag: string): Promise<string[]> {
+/** Inserts `n` draft rows in SQL with time-ordered-looking ids of a random prefix; returns their ids (idAt). */
+async function seedRows(ctx: BenchContext, tableId: string, teamId: string, n: number, tag: string): Promise<IdSet> {
   const prefix = idPrefix();
   await ctx.pg.query(
     `insert into cms_rows (id, table_id, team_id, identifier, draft_data)
@@ -419,22 +388,7 @@ async function seedRows(ctx: BenchContext, tableId: string, teamId: string, n: n
      from generate_series(1, ${n}) g`,
     [tableId, teamId, prefix, tag],
   );
-  return Array.from({ length: n }, (_, k) => `${prefix}${(k + 1).toString(16).padStart(12, '0')}`);
-}
-
-function getOk(agent: http.Agent, api: URL, path: string, token: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: api.hostname, port: api.port, path, method: 'GET', agent, headers: { authorization: `Bearer ${token}` } },
-      (res) => {
-        res.resume();
-        res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`GET row answered ${res.statusCode}`))));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
+  return { prefix, count: n };
 }
 
 async function progressOf(ctx: BenchContext, jobId: string): Promise<number> {

@@ -122,6 +122,11 @@ export const workerConnections: BenchModule = {
         sampling = false;
         await sampler;
       };
+      // A clean start (superuser only, as interactive-latency's after its seeding): the benches before
+      // leave up to shared_buffers of dirty pages and a checkpoint due (interactive-latency's status
+      // quo writes 2,000,000 rows just before), which this mix would otherwise write out for them.
+      await ctx.pg.query('checkpoint').catch(() => {});
+      const pg0 = await pgBackground(ctx.pg);
       const cpu = startCpuWindow();
       const t0 = performance.now();
 
@@ -160,6 +165,10 @@ export const workerConnections: BenchModule = {
       await stopSampling();
       const seconds = (performance.now() - t0) / 1000;
       const cpuText = describeCpu(cpu.stop());
+      const pg1 = await pgBackground(ctx.pg);
+      const pgText =
+        `PostgreSQL meanwhile (whole server): ${pg1.checkpoints - pg0.checkpoints} checkpoints, ` +
+        `${(pg1.backendWrites - pg0.backendWrites).toLocaleString('en-US')} dirty buffers written out by client backends (the checkpointer ${(pg1.checkpointerWrites - pg0.checkpointerWrites).toLocaleString('en-US')}, the background writer ${(pg1.bgwriterWrites - pg0.bgwriterWrites).toLocaleString('en-US')})`;
 
       // --- diagnostic (BENCH_ZOMBIE=1): a worker paused past its lease, then back -------------------
       // The platform's worker (the larger share) is stopped (SIGSTOP: a long GC pause, a frozen VM)
@@ -286,7 +295,7 @@ export const workerConnections: BenchModule = {
           note:
             `max job_chunks.duration_ms (PostgreSQL's clock: BEGIN to the checkpoint statement, which the COMMIT follows in the same query) of ${chunks.n} writing chunks (${chunks.rows.toLocaleString('en-US')} rows), p50 ${chunks.p50_ms} ms, p99 ${chunks.p99_ms} ms, ` +
             `${chunks.over} over ${CHUNK_TARGET_MS} ms (their rows ${long.rows_ratio.toFixed(2)}× their job's median chunk); ` +
-            `as the workers timed them (worker_ms: first statement sent to the COMMIT's answer, their own delays included; ${chunks.w_n} of ${chunks.n} recorded): max ${chunks.w_max ?? '–'} ms, p50 ${chunks.w_p50 ?? '–'}, p99 ${chunks.w_p99 ?? '–'}, ${chunks.w_over} over ${CHUNK_TARGET_MS} ms; worker sessions not idle, by sample: ${whereText}; ${cpuText}; longest by type: ${byType.rows.map((r) => `${r.type} ${r.max_ms} ms (${r.n})`).join(', ')}; target ≤ ${CHUNK_TARGET_MS} ms at WORKER_CHUNK_BUDGET_MS ${chunkBudgetMs}${env.WORKER_CONCURRENCY ? ` and WORKER_CONCURRENCY ${env.WORKER_CONCURRENCY}` : ''}: ${chunks.max_ms <= CHUNK_TARGET_MS ? 'met' : 'MISSED'} (baseline column: the target)`,
+            `as the workers timed them (worker_ms: first statement sent to the COMMIT's answer, their own delays included; ${chunks.w_n} of ${chunks.n} recorded): max ${chunks.w_max ?? '–'} ms, p50 ${chunks.w_p50 ?? '–'}, p99 ${chunks.w_p99 ?? '–'}, ${chunks.w_over} over ${CHUNK_TARGET_MS} ms; worker sessions not idle, by sample: ${whereText}; ${cpuText}; ${pgText}; longest by type: ${byType.rows.map((r) => `${r.type} ${r.max_ms} ms (${r.n})`).join(', ')}; target ≤ ${CHUNK_TARGET_MS} ms at WORKER_CHUNK_BUDGET_MS ${chunkBudgetMs}${env.WORKER_CONCURRENCY ? ` and WORKER_CONCURRENCY ${env.WORKER_CONCURRENCY}` : ''}: ${chunks.max_ms <= CHUNK_TARGET_MS ? 'met' : 'MISSED'} (baseline column: the target)`,
         },
       ];
     } finally {
@@ -299,6 +308,19 @@ export const workerConnections: BenchModule = {
     }
   },
 };
+
+/** PostgreSQL's background work so far (PostgreSQL 17's views; zeros where one is missing or not readable). */
+async function pgBackground(pool: pg.Pool): Promise<{ checkpoints: number; backendWrites: number; checkpointerWrites: number; bgwriterWrites: number }> {
+  const r = await pool
+    .query<{ checkpoints: number; backendWrites: number; checkpointerWrites: number; bgwriterWrites: number }>(
+      `select (select (num_timed + num_requested)::int from pg_stat_checkpointer) as "checkpoints",
+              (select coalesce(sum(writes), 0)::int from pg_stat_io where backend_type = 'client backend') as "backendWrites",
+              (select coalesce(sum(writes), 0)::int from pg_stat_io where backend_type = 'checkpointer') as "checkpointerWrites",
+              (select coalesce(sum(writes), 0)::int from pg_stat_io where backend_type = 'background writer') as "bgwriterWrites"`,
+    )
+    .catch(() => ({ rows: [{ checkpoints: 0, backendWrites: 0, checkpointerWrites: 0, bgwriterWrites: 0 }] }));
+  return r.rows[0]!;
+}
 
 /** The pid of the process listening on a local TCP port (Linux `ss`): the platform's worker, by its health port. */
 function listenerPid(port: number): number {

@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { LOAD_CLIENT_ENTRY } from './load-client';
 import { READ_CLIENT_ENTRY } from './read-client';
 
 /**
@@ -69,11 +70,15 @@ function labelOf(pid: number): string {
     if (pid === process.pid) label = 'bench';
     else if (comm.startsWith('postgres')) label = 'postgres';
     else if (comm.startsWith('redis')) label = 'redis';
-    else if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(READ_CLIENT_ENTRY)) label = 'client';
     else {
-      const cwd = readlinkSync(`/proc/${pid}/cwd`);
-      const m = /apps\/(api|worker|dashboard)$/.exec(cwd);
-      label = m ? m[1]! : comm;
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmdline.includes(READ_CLIENT_ENTRY)) label = 'client';
+      else if (cmdline.includes(LOAD_CLIENT_ENTRY)) label = 'load';
+      else {
+        const cwd = readlinkSync(`/proc/${pid}/cwd`);
+        const m = /apps\/(api|worker|dashboard)$/.exec(cwd);
+        label = m ? m[1]! : comm;
+      }
     }
   } catch {
     // gone meanwhile

@@ -1,17 +1,14 @@
 import pg from 'pg';
 import { copyOutToNull, downloadToNull } from './big-data';
-import type { ReadReply, ReadRequest } from './read-client';
+import { serveIpc } from './ipc-child';
+import type { ReadRequest } from './read-client';
 
 /** The read client's process (see read-client.ts): one PostgreSQL session, requests over IPC. */
 const client = new pg.Client({ connectionString: process.env.READ_CLIENT_DATABASE_URL });
 await client.connect();
-process.on('SIGTERM', () => {
-  void client.end().finally(() => process.exit(0));
-});
-process.on('disconnect', () => process.exit(0));
 
-process.on('message', (m: ReadRequest & { id: number }) => {
-  const work = async () => {
+serveIpc<ReadRequest>(
+  async (m) => {
     if (m.kind === 'download') {
       const t0 = performance.now();
       const r = await downloadToNull(m.url, m.token);
@@ -21,10 +18,6 @@ process.on('message', (m: ReadRequest & { id: number }) => {
     // Several statements in one string answer with one result each.
     const r: pg.QueryResult | pg.QueryResult[] = await client.query(m.sql);
     return Array.isArray(r) ? r.flatMap((x) => x.rows) : r.rows;
-  };
-  work().then(
-    (result) => process.send!({ id: m.id, ok: true, result } satisfies ReadReply),
-    (err: unknown) => process.send!({ id: m.id, ok: false, error: err instanceof Error ? err.message : String(err) } satisfies ReadReply),
-  );
-});
-process.send!('ready');
+  },
+  () => client.end(),
+);
