@@ -134,6 +134,7 @@ export const workerConnections: BenchModule = {
         await sleep(100, ctx.signal);
         pg0 = await pgBackground(ctx.pg);
       }
+      const ownCheckpoint = pg0.checkpoints > before.checkpoints ? 'the one at its start not counted' : 'the one at its start perhaps counted: not seen within 2 s';
       const cpu = startCpuWindow();
       const t0 = performance.now();
 
@@ -174,7 +175,7 @@ export const workerConnections: BenchModule = {
       const cpuText = describeCpu(cpu.stop());
       const pg1 = await pgBackground(ctx.pg);
       const pgText =
-        `PostgreSQL meanwhile (whole server): ${pg1.checkpoints - pg0.checkpoints} checkpoints, ` +
+        `PostgreSQL meanwhile (whole server): ${pg1.checkpoints - pg0.checkpoints} checkpoints begun (${ownCheckpoint}), ` +
         `${(pg1.backendWrites - pg0.backendWrites).toLocaleString('en-US')} dirty buffers written out by client backends (the checkpointer ${(pg1.checkpointerWrites - pg0.checkpointerWrites).toLocaleString('en-US')}, the background writer ${(pg1.bgwriterWrites - pg0.bgwriterWrites).toLocaleString('en-US')})`;
 
       // --- diagnostic (BENCH_ZOMBIE=1): a worker paused past its lease, then back -------------------

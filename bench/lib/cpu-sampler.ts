@@ -126,9 +126,15 @@ export function startCpuWindow(): { stop(): CpuWindow | undefined } {
       // PostgreSQL's children put themselves in groups of their own (setsid): they are this run's
       // when their parent, the postmaster, is.
       const isOurs = (p: { ppid: number; pgrp: number }) => p.pgrp === group || procs.get(p.ppid)?.pgrp === group;
+      // A child reaped inside the window adds its whole life to its parent's ticks; what it had
+      // used before the window (its ticks in the first snapshot) is taken off again. Otherwise a
+      // pool's connections closing in the window (their backends busy since the benchmark before)
+      // counted PostgreSQL at over 100 % of the machine.
+      const before = new Map<number, number>();
+      for (const [pid, p] of firstProcs) if (!procs.has(pid)) before.set(p.ppid, (before.get(p.ppid) ?? 0) + p.ticks);
       for (const [pid, p] of procs) {
         if (group === undefined || !isOurs(p)) continue;
-        const used = Math.max(0, p.ticks - (firstProcs.get(pid)?.ticks ?? 0));
+        const used = Math.max(0, p.ticks - (firstProcs.get(pid)?.ticks ?? 0) - (before.get(pid) ?? 0));
         if (used > 0) ours[labelOf(pid)] = (ours[labelOf(pid)] ?? 0) + (100 * used) / total;
       }
       const busyPct = (100 * (last.busy - first.busy)) / total;
