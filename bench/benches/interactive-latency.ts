@@ -123,7 +123,10 @@ export const interactiveLatency: BenchModule = {
       let since = performance.now();
       load.setState(state);
       let cpu = startCpuWindow();
+      let generatorError: unknown;
       const enter = (next: State) => {
+        // A drive still going after its generator failed stops at its next change of state.
+        if (generatorError !== undefined && next !== 'between') throw generatorError;
         const took = performance.now() - since;
         const c = cpu.stop();
         if (c) {
@@ -141,10 +144,20 @@ export const interactiveLatency: BenchModule = {
         cpu = startCpuWindow();
       };
       const running = load.run(saveRows, maxMs);
-      running.catch(() => {});
+      // A generator that fails (it exited, Ctrl+C killed it) fails the measurement at once, not
+      // when the drive ends (a status-quo transaction may take minutes); one that ends at maxMs
+      // waits for the drive.
+      const generatorFailed = new Promise<never>((_, reject) =>
+        running.catch((err: unknown) => {
+          generatorError = err;
+          reject(err);
+        }),
+      );
+      generatorFailed.catch(() => {});
       const driving = drive(enter).finally(() => enter('between'));
+      driving.catch(() => {});
       try {
-        await driving;
+        await Promise.race([driving, generatorFailed]);
       } finally {
         load.stop();
       }

@@ -16,7 +16,7 @@ export interface CpuWindow {
    * postmaster): other work on a shared machine, which makes the window's latencies not comparable.
    */
   othersPct: number;
-  /** This run's share by part: worker, api, dashboard (by working folder), postgres, redis, bench, client (read-client.ts). */
+  /** This run's share by part: worker, api, dashboard (by working folder), postgres, redis, bench, client (read-client.ts), load (load-client.ts). */
   ours: Record<string, number>;
   stealPct: number;
   /** Mean of procs_running sampled every 100 ms (the sampler's own thread included). */
@@ -34,9 +34,17 @@ function snapshot(): { busy: number; steal: number; total: number } | undefined 
   }
 }
 
+interface ProcTicks {
+  ppid: number;
+  pgrp: number;
+  ticks: number;
+  /** When it started (ticks since boot): a pid seen again with another start is another process. */
+  start: number;
+}
+
 /** CPU ticks (user + system) of every process, with its process group. */
-function processTicks(): Map<number, { ppid: number; pgrp: number; ticks: number }> {
-  const out = new Map<number, { ppid: number; pgrp: number; ticks: number }>();
+function processTicks(): Map<number, ProcTicks> {
+  const out = new Map<number, ProcTicks>();
   let pids: string[];
   try {
     pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
@@ -46,12 +54,17 @@ function processTicks(): Map<number, { ppid: number; pgrp: number; ticks: number
   for (const pid of pids) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      // Fields after "(comm)": state ppid pgrp … utime(14) stime(15) cutime(16) cstime(17),
-      // counted from 1 before comm. With the CPU of children it reaped: a process that came and
+      // Fields after "(comm)": state ppid pgrp … utime(14) stime(15) cutime(16) cstime(17) …
+      // starttime(22), counted from 1 before comm. With the CPU of children it reaped: a process that came and
       // went inside a window (PostgreSQL's parallel workers, which the postmaster reaps) counts for
       // its parent instead of for "other processes".
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(Number(pid), { ppid: Number(f[1]), pgrp: Number(f[2]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) });
+      out.set(Number(pid), {
+        ppid: Number(f[1]),
+        pgrp: Number(f[2]),
+        ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]),
+        start: Number(f[19]),
+      });
     } catch {
       // gone meanwhile
     }
@@ -126,15 +139,27 @@ export function startCpuWindow(): { stop(): CpuWindow | undefined } {
       // PostgreSQL's children put themselves in groups of their own (setsid): they are this run's
       // when their parent, the postmaster, is.
       const isOurs = (p: { ppid: number; pgrp: number }) => p.pgrp === group || procs.get(p.ppid)?.pgrp === group;
+      const alive = (pid: number) => {
+        const a = firstProcs.get(pid);
+        return a !== undefined && procs.get(pid)?.start === a.start;
+      };
       // A child reaped inside the window adds its whole life to its parent's ticks; what it had
-      // used before the window (its ticks in the first snapshot) is taken off again. Otherwise a
+      // used before the window (its ticks in the first snapshot) is taken off again, from the
+      // nearest ancestor still alive (a parent that went too passed it on to its own). Otherwise a
       // pool's connections closing in the window (their backends busy since the benchmark before)
-      // counted PostgreSQL at over 100 % of the machine.
+      // counted PostgreSQL at over 100 % of the machine. (A child whose /proc entry could not be
+      // read at the first snapshot, or a parent read before and its child after a reaping, still
+      // skews a window a little.)
       const before = new Map<number, number>();
-      for (const [pid, p] of firstProcs) if (!procs.has(pid)) before.set(p.ppid, (before.get(p.ppid) ?? 0) + p.ticks);
+      for (const [pid, p] of firstProcs) {
+        if (alive(pid)) continue;
+        let anc = p.ppid;
+        for (let hops = 0; hops < 64 && firstProcs.has(anc) && !alive(anc); hops++) anc = firstProcs.get(anc)!.ppid;
+        if (alive(anc)) before.set(anc, (before.get(anc) ?? 0) + p.ticks);
+      }
       for (const [pid, p] of procs) {
         if (group === undefined || !isOurs(p)) continue;
-        const used = Math.max(0, p.ticks - (firstProcs.get(pid)?.ticks ?? 0) - (before.get(pid) ?? 0));
+        const used = Math.max(0, p.ticks - (alive(pid) ? firstProcs.get(pid)!.ticks : 0) - (before.get(pid) ?? 0));
         if (used > 0) ours[labelOf(pid)] = (ours[labelOf(pid)] ?? 0) + (100 * used) / total;
       }
       const busyPct = (100 * (last.busy - first.busy)) / total;

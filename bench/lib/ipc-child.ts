@@ -5,9 +5,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 /**
  * A helper process of the bench (its TypeScript entry run with tsx), asked over IPC. The bench
- * process holds a whole run's state by the time the later benchmarks run (pools, timers, samples,
- * a million row ids): what must be timed without its pauses runs in a small process of its own,
- * started before anything is timed.
+ * process holds a whole run's state by the time the later benchmarks run (pools, timers, samples):
+ * what must be timed without its pauses runs in a small process of its own, started before
+ * anything is timed.
  *
  * The child serves with `serveIpc`; each request gets one reply. A failed spawn, an exit, a closed
  * channel or `signal` (Ctrl+C, which kills the child) fail what was asked instead of hanging.
@@ -89,17 +89,20 @@ export async function startIpcChild<Req extends object>(
       const id = ++next;
       return new Promise<T>((resolve, reject) => {
         pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-        child.send({ id, ...req }, (err) => {
+        child.send({ ...req, id }, (err) => {
           if (!err) return;
           pending.delete(id);
           reject(new Error(`the ${name} could not be asked: ${err.message}`));
         });
       });
     },
+    /** SIGTERM, then SIGKILL if it has not exited within 5 s (its shutdown waits for what it was doing). */
     async close() {
       signal?.removeEventListener('abort', kill);
       if (!gone) child.kill('SIGTERM');
+      const timer = setTimeout(kill, 5_000);
       await ended;
+      clearTimeout(timer);
     },
   };
 }

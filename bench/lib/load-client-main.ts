@@ -49,19 +49,20 @@ async function run(m: Extract<LoadRequest, { kind: 'run' }>): Promise<LoadRun> {
       maxDurationMs: m.maxMs,
       until,
       drainTimeoutMs: 60_000,
+      // Counted in the state of the window the request was scheduled in (a request sent late,
+      // across a change of state, still counts where it was due).
       onAnswer: (name, at, ms) => {
-        const [s, kind] = name.split(':') as [string, string];
-        if (kind !== 'read') return;
+        const kind = name.split(':')[1] as 'read' | 'save';
         let k = starts.length - 1;
         while (k > 0 && starts[k]!.at > at) k--;
-        const window = starts.slice(0, k).filter((x) => x.state === s).length;
-        windowOf(s).readAt.push({ offset: at - starts[k]!.at, ms, window });
+        const s = starts[k]!.state;
+        const w = windowOf(s);
+        w[kind].push(ms);
+        if (kind === 'read') w.readAt.push({ offset: at - starts[k]!.at, ms, window: starts.slice(0, k).filter((x) => x.state === s).length });
       },
     });
     for (const [name, k] of Object.entries(res.byKind)) {
-      const [s, kind] = name.split(':') as [string, 'read' | 'save'];
-      const w = windowOf(s);
-      w[kind].push(...k.latencies);
+      const w = windowOf(name.split(':')[0]!);
       w.errors += k.errors + k.unanswered;
       w.firstError ??= k.firstError;
     }

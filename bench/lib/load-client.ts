@@ -5,11 +5,13 @@ import { startIpcChild } from './ipc-child';
  * an open loop of reads through the API and direct editor saves (see load-client-main.ts). Each
  * latency is taken from the request's scheduled time, so a pause of the generator's process counts
  * as latency: in the bench process, which by the time `interactive-latency` runs in a full
- * `npm run bench` holds the run's state and a million row ids, the generator ran up to 44–106 ms
- * late in full runs against 14 ms in a run of that bench alone.
+ * `npm run bench` holds the run's state (and then held a million row ids, and scanned /proc for the
+ * CPU figures at every change of window), the generator ran up to 44–106 ms late in full runs
+ * against 14 ms in a run of that bench alone.
  *
  * The bench moves the machine between states (`setState`): every request is counted in the state
- * it was scheduled in, and a read also by when in its window it was scheduled.
+ * it was scheduled in, by its scheduled time, and a read also by when in its window it was
+ * scheduled. Errors count in the state current when the request was sent.
  */
 
 /** Ids made of a 24-character prefix and 12 hex digits 1…count, as the bench seeds them. */
