@@ -451,8 +451,7 @@ async function runsFor(ctx: BenchContext, jobId: string, ms: number, tick?: () =
   return false;
 }
 
-/** Cancels the job (it stops at its next chunk boundary) and waits until it has. */
-/** Cancels the job (409: it had ended already) and waits for it to end; its final status. */
+/** Cancels the job (it stops at its next chunk boundary; 409: it had ended already) and waits for it to end; its final status. */
 async function stopJob(ctx: BenchContext, token: string, jobId: string): Promise<string> {
   await apiRequest(ctx.apiUrl, token, 'POST', `/v1/jobs/${jobId}/cancel`, undefined, { expect: [202, 409] });
   const { statuses } = await ctx.waitJobsEnded([jobId], { timeoutMs: 120_000, intervalMs: 25 });

@@ -125,7 +125,7 @@ export const workerConnections: BenchModule = {
       // A clean start (superuser only, as interactive-latency's after its seeding): the benches before
       // leave up to shared_buffers of dirty pages and a checkpoint due (interactive-latency's status
       // quo writes 2,000,000 rows just before), which this mix would otherwise write out for them.
-      const before = await pgBackground(ctx.pg);
+      const preCheckpoint = await pgBackground(ctx.pg);
       const checkpointed = await ctx.pg.query('checkpoint').then(
         () => true,
         () => false,
@@ -133,13 +133,13 @@ export const workerConnections: BenchModule = {
       // The checkpointer counts its checkpoint a moment after the command returns: wait for it
       // (at most 2 s), so that the figures below are the mix's alone.
       let pg0 = await pgBackground(ctx.pg);
-      for (let i = 0; checkpointed && before && pg0 && i < 20 && pg0.requested === before.requested; i++) {
+      for (let i = 0; checkpointed && preCheckpoint && pg0 && i < 20 && pg0.requested === preCheckpoint.requested; i++) {
         await sleep(100, ctx.signal);
         pg0 = await pgBackground(ctx.pg);
       }
       const ownCheckpoint = !checkpointed
         ? 'no CHECKPOINT at the start: not allowed'
-        : before && pg0 && pg0.requested > before.requested
+        : preCheckpoint && pg0 && pg0.requested > preCheckpoint.requested
           ? 'the one at its start not counted'
           : 'the one at its start perhaps counted: not seen within 2 s';
       const cpu = startCpuWindow();
